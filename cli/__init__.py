@@ -1,0 +1,1 @@
+"""Command-line interface of semimtl-geo (installed as ``semimtl_geo.cli``)."""

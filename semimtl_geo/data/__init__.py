@@ -1,0 +1,1 @@
+"""Datasets, samplers, ISPRS preparation and synthetic archives."""

@@ -1,0 +1,1 @@
+"""Sliding-window inference and georeferenced writers (GeoTIFF/COG, QML, vectors)."""

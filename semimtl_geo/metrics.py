@@ -1,0 +1,194 @@
+"""Streaming evaluation metrics (paper section 4.1, eq. 10).
+
+Both metric classes accumulate sufficient statistics with ``update`` so that whole tiles
+can be evaluated window by window, then report with ``compute``.
+
+Segmentation (from a confusion matrix, ignore pixels excluded):
+    pAcc = correct / labelled pixels; IoU_c = TP / (TP + FP + FN);
+    F1_c = 2 TP / (2 TP + FP + FN); mIoU and mean F1 average over the classes that
+    appear in the reference or the prediction (a class absent from both has no IoU and
+    is reported as ``None``, not 0).
+
+Height (Eigen et al. metrics):
+    The *valid mask* is: reference finite, not nodata and ``> min_height`` for AbsRel
+    and delta_i (ratios are undefined for references <= 0); RMSE uses every finite,
+    non-nodata reference pixel, ground (0) included.
+    AbsRel = mean(|p - y| / y); RMSE = sqrt(mean((p - y)^2));
+    delta_i = % of pixels with max(p / y, y / p) < 1.25^i, where predictions <= 0
+    count as failures (the ratio is undefined).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from semimtl_geo.classes import IGNORE_INDEX
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@dataclass
+class SegmentationMetrics:
+    """Confusion-matrix segmentation metrics: pAcc, mIoU, per-class IoU and F1."""
+
+    num_classes: int
+    ignore_index: int = IGNORE_INDEX
+    confusion: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self.confusion[:] = 0
+
+    def update(self, pred: ArrayLike, target: ArrayLike) -> None:
+        """Add a prediction (class ids, same shape as ``target``) to the confusion matrix.
+
+        Rows are reference classes, columns predicted classes. Pixels whose reference is
+        ``ignore_index`` (or outside ``0..num_classes-1``) are skipped; predictions must be
+        valid class ids.
+        """
+        p = _np(pred).astype(np.int64).ravel()
+        t = _np(target).astype(np.int64).ravel()
+        if p.shape != t.shape:
+            raise ValueError(f"prediction and target sizes differ: {p.shape} vs {t.shape}")
+        keep = (t != self.ignore_index) & (t >= 0) & (t < self.num_classes)
+        p, t = p[keep], t[keep]
+        if p.size and (p.min() < 0 or p.max() >= self.num_classes):
+            raise ValueError(f"predicted class ids must lie in 0..{self.num_classes - 1}")
+        idx = t * self.num_classes + p
+        self.confusion += np.bincount(idx, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def merge(self, other: "SegmentationMetrics") -> None:
+        """Add another accumulator's counts (e.g. from another process)."""
+        self.confusion += other.confusion
+
+    def compute(self) -> dict:
+        """Return pAcc, mIoU, mean F1 (percent) and per-class IoU/F1 lists (``None`` = absent)."""
+        cm = self.confusion.astype(np.float64)
+        total = cm.sum()
+        tp = np.diag(cm)
+        fp = cm.sum(axis=0) - tp
+        fn = cm.sum(axis=1) - tp
+        union = tp + fp + fn
+        present = union > 0
+        iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+        f1 = np.where(present, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+        return {
+            "pAcc": float(100 * tp.sum() / total) if total else float("nan"),
+            "mIoU": float(100 * np.nanmean(iou)) if present.any() else float("nan"),
+            "mF1": float(100 * np.nanmean(f1)) if present.any() else float("nan"),
+            "IoU": [None if np.isnan(v) else float(100 * v) for v in iou],
+            "F1": [None if np.isnan(v) else float(100 * v) for v in f1],
+            "pixels": int(total),
+        }
+
+
+@dataclass
+class HeightMetrics:
+    """Streaming AbsRel, RMSE and delta_1..3 over a documented valid mask.
+
+    Args:
+        min_height: references ``<= min_height`` are excluded from AbsRel and delta_i.
+        nodata: optional reference value that marks missing pixels (NaN always does).
+    """
+
+    min_height: float = 0.0
+    nodata: float | None = None
+    _sq: float = 0.0
+    _n_all: int = 0
+    _absrel: float = 0.0
+    _n_pos: int = 0
+    _delta: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._sq, self._n_all, self._absrel, self._n_pos = 0.0, 0, 0.0, 0
+        self._delta = [0, 0, 0]
+
+    def update(self, pred: ArrayLike, target: ArrayLike, valid: ArrayLike | None = None) -> None:
+        """Accumulate statistics for one chunk (same units for ``pred`` and ``target``)."""
+        p = _np(pred).astype(np.float64).ravel()
+        y = _np(target).astype(np.float64).ravel()
+        if p.shape != y.shape:
+            raise ValueError(f"prediction and target sizes differ: {p.shape} vs {y.shape}")
+        ok = np.isfinite(y) & np.isfinite(p)
+        if self.nodata is not None:
+            ok &= y != self.nodata
+        if valid is not None:
+            ok &= _np(valid).astype(bool).ravel()
+        p, y = p[ok], y[ok]
+        self._sq += float(((p - y) ** 2).sum())
+        self._n_all += int(p.size)
+        pos = y > self.min_height
+        pp, yp = p[pos], y[pos]
+        self._absrel += float((np.abs(pp - yp) / yp).sum())
+        self._n_pos += int(yp.size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(pp > 0, np.maximum(pp / yp, yp / np.where(pp > 0, pp, 1.0)), np.inf)
+        for i in range(3):
+            self._delta[i] += int((ratio < 1.25 ** (i + 1)).sum())
+
+    def merge(self, other: "HeightMetrics") -> None:
+        """Add another accumulator's sums."""
+        self._sq += other._sq
+        self._n_all += other._n_all
+        self._absrel += other._absrel
+        self._n_pos += other._n_pos
+        self._delta = [a + b for a, b in zip(self._delta, other._delta)]
+
+    def compute(self) -> dict:
+        """Return AbsRel, RMSE (units of the inputs) and delta1..3 (percent)."""
+        nan = float("nan")
+        out = {
+            "AbsRel": self._absrel / self._n_pos if self._n_pos else nan,
+            "RMSE": float(np.sqrt(self._sq / self._n_all)) if self._n_all else nan,
+            "pixels": self._n_all,
+            "pixels_positive": self._n_pos,
+        }
+        for i in range(3):
+            out[f"delta{i + 1}"] = 100 * self._delta[i] / self._n_pos if self._n_pos else nan
+        return out
+
+
+#: Which direction is better for each representative measure of eq. 10.
+LOWER_IS_BETTER: dict[str, bool] = {"mIoU": False, "pAcc": False, "RMSE": True, "AbsRel": True}
+
+
+def delta_m(
+    model: Mapping[str, float],
+    baseline: Mapping[str, float],
+    lower_is_better: Mapping[str, bool] | None = None,
+) -> float:
+    """Multi-task gain ΔM of eq. 10, in percent.
+
+    ``ΔM = 1/|T| * sum_t (-1)^{l_t} (M_m,t - M_b,t) / M_b,t`` with ``l_t = 1`` when a lower
+    measure is better. ``model`` and ``baseline`` map a measure name per task (the paper
+    uses ``mIoU`` for segmentation and ``RMSE`` for height) to its value. A positive ΔM
+    means the model beats the single-task baselines.
+    """
+    lower = dict(LOWER_IS_BETTER, **(lower_is_better or {}))
+    keys = [k for k in model if k in baseline]
+    if not keys:
+        raise ValueError("delta_m needs at least one measure present in both model and baseline")
+    total = 0.0
+    for key in keys:
+        if key not in lower:
+            raise ValueError(f"delta_m does not know whether lower '{key}' is better")
+        b = float(baseline[key])
+        if b == 0:
+            raise ValueError(f"baseline {key} is 0; ΔM is undefined")
+        sign = -1.0 if lower[key] else 1.0
+        total += sign * (float(model[key]) - b) / b
+    return 100.0 * total / len(keys)

@@ -1,0 +1,96 @@
+"""The SemiMTL generator G = {E; F_seg, F_height} (paper section 3.4, Fig. 2)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from semimtl_geo.errors import UserError
+from semimtl_geo.models.encoder import build_encoder
+from semimtl_geo.models.heads import HeightHead, PSPSegmentationHead
+
+Task = Literal["seg", "height"]
+TASKS: tuple[str, ...] = ("seg", "height")
+
+
+def normalise_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """Turn ``"seg"``, ``"both"``, ``["height", "seg"]``... into canonical task order."""
+    if isinstance(tasks, str):
+        tasks = list(TASKS) if tasks == "both" else [t.strip() for t in tasks.split(",")]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise UserError(
+            f"Unknown task(s) {unknown or tasks}; use 'seg', 'height' or both ('seg,height')."
+        )
+    return tuple(t for t in TASKS if t in tasks)
+
+
+class MultiTaskNet(nn.Module):
+    """Shared dilated encoder with a PSP segmentation head and a height head.
+
+    ``forward`` returns a dict with ``"seg"`` (class logits, ``B x C x H x W``) and/or
+    ``"height"`` (``B x 1 x H x W``), both at the input size. Single-task (STL) models are
+    built with ``tasks=("seg",)`` or ``("height",)`` and carry only that head.
+
+    Args:
+        encoder_name: smp encoder name (``resnet101`` in the paper).
+        in_channels: input bands.
+        num_classes: segmentation classes.
+        tasks: which heads to build.
+        encoder_weights: ``None``, ``"imagenet"`` or a local state-dict file.
+        output_stride: encoder output stride (8 = dilated, as in the paper).
+    """
+
+    def __init__(
+        self,
+        encoder_name: str = "resnet101",
+        in_channels: int = 3,
+        num_classes: int = 6,
+        tasks: str | Sequence[str] = ("seg", "height"),
+        encoder_weights: str | Path | None = None,
+        output_stride: int = 8,
+    ) -> None:
+        super().__init__()
+        self.tasks = normalise_tasks(tasks)
+        self.encoder_name = encoder_name
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.output_stride = output_stride
+        self.encoder = build_encoder(
+            encoder_name, in_channels=in_channels, weights=encoder_weights,
+            output_stride=output_stride,
+        )
+        channels = list(self.encoder.out_channels)
+        self.heads = nn.ModuleDict()
+        if "seg" in self.tasks:
+            self.heads["seg"] = PSPSegmentationHead(channels[-1], num_classes)
+        if "height" in self.tasks:
+            # skip from the 1/4 stage (index 2 in smp's feature list)
+            self.heads["height"] = HeightHead(channels[-1], skip_channels=channels[2])
+
+    def config(self) -> dict:
+        """Constructor arguments needed to rebuild this network (stored in checkpoints)."""
+        return {
+            "encoder_name": self.encoder_name,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "tasks": list(self.tasks),
+            "output_stride": self.output_stride,
+        }
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predict every task of the model for a ``B x in_channels x H x W`` batch."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"MultiTaskNet expects B x {self.in_channels} x H x W input, got {tuple(x.shape)}."
+            )
+        size = (x.shape[-2], x.shape[-1])
+        features = self.encoder(x)
+        out: dict[str, torch.Tensor] = {}
+        if "seg" in self.heads:
+            out["seg"] = self.heads["seg"](features[-1], size)
+        if "height" in self.heads:
+            out["height"] = self.heads["height"](features[-1], size, skip=features[2])
+        return out

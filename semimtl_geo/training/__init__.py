@@ -1,0 +1,1 @@
+"""The Lightning training engine and the per-method adversarial steps."""
