@@ -127,20 +127,27 @@ def save_model_checkpoint(
     return atomic_torch_save({CHECKPOINT_KEY: checkpoint_payload(model, meta, config)}, path)
 
 
-def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_model_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> LoadedModel:
     """Rebuild the generator of a semimtl-geo or Lightning checkpoint, in eval mode.
 
     Raises:
         UserError: missing, unreadable or foreign checkpoint files.
+
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"Checkpoint '{path}' does not exist; pass the .ckpt/.pt file written by 'semimtl-geo train'.")
+        raise UserError(
+            f"Checkpoint '{path}' does not exist; "
+            "pass the .ckpt/.pt file written by 'semimtl-geo train'."
+        )
     try:
         raw = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise UserError(
-            f"Checkpoint '{path}' could not be read ({type(exc).__name__}); it is corrupt or not a torch file."
+            f"Checkpoint '{path}' could not be read ({type(exc).__name__}); "
+            "it is corrupt or not a torch file."
         ) from None
     payload = raw.get(CHECKPOINT_KEY) if isinstance(raw, dict) else None
     if not isinstance(payload, dict) or "model" not in payload:
@@ -159,4 +166,6 @@ def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "
     )
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    return LoadedModel(model, ModelMeta.from_dict(payload.get("meta", {})), payload.get("config", {}), path)
+    return LoadedModel(
+        model, ModelMeta.from_dict(payload.get("meta", {})), payload.get("config", {}), path
+    )

@@ -49,6 +49,7 @@ def berhu_loss(
         target: reference height, same shape; NaN marks missing pixels.
         valid: optional boolean mask of pixels that enter the loss.
         threshold_ratio: ratio of the maximal absolute error that defines ``c``.
+
     """
     pred = pred.float()
     target = target.float()
@@ -103,6 +104,7 @@ def inter_loss(
             ``m3`` (eq. 8) away from its own class: ``-log(1 - D[own_domain])``.
         own_domain: the unlabelled dataset's domain label k (2 for B in the paper).
         labelled_domain: domain label of the dataset that has this task's labels (M1).
+
     """
     if mode == "m1":
         return _domain_ce(logits, labelled_domain)

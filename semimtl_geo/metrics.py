@@ -31,7 +31,9 @@ ArrayLike = np.ndarray | torch.Tensor
 
 def _np(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+        return (
+            x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+        )
     return np.asarray(x)
 
 
@@ -102,6 +104,7 @@ class HeightMetrics:
     Args:
         min_height: references ``<= min_height`` are excluded from AbsRel and delta_i.
         nodata: optional reference value that marks missing pixels (NaN always does).
+
     """
 
     min_height: float = 0.0

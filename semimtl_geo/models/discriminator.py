@@ -21,6 +21,7 @@ class Discriminator(nn.Module):
     Args:
         in_channels: channels of the map to judge (number of classes for seg, 1 for height).
         num_outputs: logits per pixel (K + 1 for SemiMTL, 1 for binary variants).
+
     """
 
     def __init__(self, in_channels: int, num_outputs: int) -> None:

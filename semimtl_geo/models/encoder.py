@@ -6,6 +6,8 @@ Weights can be ``None`` (random), ``"imagenet"`` (smp's hub download, needs a ne
 or a path to a local ``state_dict`` file.
 """
 
+import contextlib
+import socket
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -13,6 +15,31 @@ import torch
 from torch import nn
 
 from semimtl_geo.errors import UserError
+
+
+@contextlib.contextmanager
+def _hub_offline_unless_reachable(host: str = "huggingface.co", timeout: float = 3.0):
+    """Switch the Hugging Face hub client to offline mode when the hub cannot be reached.
+
+    Without this, smp retries the download for about 30 s before failing; offline mode
+    still uses weights already in the local hub cache.
+    """
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    if reachable:
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
 
 
 def _available_encoders() -> list[str]:
@@ -37,9 +64,14 @@ def build_encoder(
 
     Raises:
         UserError: unknown encoder name, unreachable hub, unreadable weights file.
+
     """
     if name not in smp.encoders.get_encoder_names():
-        known = ", ".join(n for n in _available_encoders() if n.startswith(("resnet", "efficientnet-b0", "mobilenet")))
+        known = ", ".join(
+            n
+            for n in _available_encoders()
+            if n.startswith(("resnet", "efficientnet-b0", "mobilenet"))
+        )
         raise UserError(f"Unknown encoder '{name}'; pick an smp encoder name such as {known}.")
     if weights is None or str(weights).lower() in {"none", "null", ""}:
         return smp.encoders.get_encoder(
@@ -47,11 +79,15 @@ def build_encoder(
         )
     if str(weights) == "imagenet":
         try:
-            return smp.encoders.get_encoder(
-                name, in_channels=in_channels, depth=depth, weights="imagenet",
-                output_stride=output_stride,
-            )
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:  # network/hub failures
+            with _hub_offline_unless_reachable():
+                return smp.encoders.get_encoder(
+                    name,
+                    in_channels=in_channels,
+                    depth=depth,
+                    weights="imagenet",
+                    output_stride=output_stride,
+                )
+        except Exception as exc:  # network/hub failures surface as many exception types
             raise UserError(
                 f"Could not fetch ImageNet weights for encoder '{name}' ({type(exc).__name__}); "
                 "with no network, pass a local weights file instead, e.g. "
@@ -91,14 +127,21 @@ def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     own = encoder.state_dict()
     for key, value in list(state.items()):
-        if key in own and value.ndim == 4 and own[key].ndim == 4 and value.shape[1] != own[key].shape[1]:
+        if (
+            key in own
+            and value.ndim == 4
+            and own[key].ndim == 4
+            and value.shape[1] != own[key].shape[1]
+        ):
             state[key] = _adapt_first_conv(value, own[key].shape[1])
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    # smp encoders override load_state_dict and return None; call the base method.
+    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
     matched = len(own) - len(missing)
     if matched == 0 or unexpected:
         raise UserError(
-            f"Encoder weights file '{path}' does not match the encoder ({len(unexpected)} unexpected "
-            f"and {len(missing)} missing keys); check that it was saved from the same architecture."
+            f"Encoder weights file '{path}' does not match the encoder "
+            f"({len(unexpected)} unexpected and {len(missing)} missing keys); "
+            "check that it was saved from the same architecture."
         )
 
 

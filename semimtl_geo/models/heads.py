@@ -37,6 +37,7 @@ class PSPSegmentationHead(nn.Module):
         hidden_channels: channels after the PSP fusion convolution (512 in PSPNet).
         bins: pooling grid sizes of the pyramid (1, 2, 3, 6 in PSPNet).
         dropout: dropout before the classifier.
+
     """
 
     def __init__(

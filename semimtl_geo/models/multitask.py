@@ -41,6 +41,7 @@ class MultiTaskNet(nn.Module):
         tasks: which heads to build.
         encoder_weights: ``None``, ``"imagenet"`` or a local state-dict file.
         output_stride: encoder output stride (8 = dilated, as in the paper).
+
     """
 
     def __init__(
@@ -59,7 +60,9 @@ class MultiTaskNet(nn.Module):
         self.num_classes = num_classes
         self.output_stride = output_stride
         self.encoder = build_encoder(
-            encoder_name, in_channels=in_channels, weights=encoder_weights,
+            encoder_name,
+            in_channels=in_channels,
+            weights=encoder_weights,
             output_stride=output_stride,
         )
         channels = list(self.encoder.out_channels)
@@ -71,7 +74,7 @@ class MultiTaskNet(nn.Module):
             self.heads["height"] = HeightHead(channels[-1], skip_channels=channels[2])
 
     def config(self) -> dict:
-        """Constructor arguments needed to rebuild this network (stored in checkpoints)."""
+        """Return the constructor arguments that rebuild this network (stored in checkpoints)."""
         return {
             "encoder_name": self.encoder_name,
             "in_channels": self.in_channels,
