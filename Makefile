@@ -23,6 +23,21 @@ $(STAMP): pyproject.toml
 test: venv
 	$(PY) -m pytest -q tests
 
+## Tests in a real QGIS (marked `qgis`): installs Debian's QGIS 3 packages when missing
+## (apt-get, about 45 s), then runs the plugin and Predict headless (about 1 min).
+QGIS_PACKAGES := qgis python3-qgis qgis-providers
+test-qgis: venv
+	@set -e; \
+	if [ ! -x /usr/bin/qgis_process.bin ]; then \
+	  command -v apt-get >/dev/null || { echo "test-qgis needs apt-get (Debian/Ubuntu) to install QGIS"; exit 1; }; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "Installing $(QGIS_PACKAGES) with apt-get"; \
+	  $$SUDO apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(QGIS_PACKAGES) >/dev/null; \
+	fi; \
+	test -x /usr/bin/qgis_process.bin || { echo "QGIS install failed: no /usr/bin/qgis_process.bin"; exit 1; }
+	$(PY) -m pytest -q -m qgis tests/test_qgis_plugin.py
+
 lint: venv
 	$(PY) -m ruff check .
 

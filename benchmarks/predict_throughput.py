@@ -1,0 +1,262 @@
+"""End-to-end throughput and peak memory of ``predict`` versus a plain torchgeo loop.
+
+Measures, on a synthetic uint8 3-band GeoTIFF (tiled, EPSG:32633, 0.09 m):
+
+* ``ours``: :func:`semimtl_geo.inference.predict_raster` — read + model + Hann blending
+  (overlap 0.5 by default) + streamed COG writing (class + height, overviews, QML),
+  with the next strip read in a background thread;
+* ``ours-overlap0``: the same with no overlap (same model work as the baseline);
+* ``baseline``: the same network run as a plain loop over torchgeo's
+  ``RasterDataset`` + ``GriddedPatchSampler`` (stride = patch, no blending, no I/O
+  overlap), each patch's argmax/height written into plain tiled GeoTIFFs.
+
+Every case runs in a fresh child process so its peak RSS (``ru_maxrss``) is its own.
+Megapixels/s = raster pixels (not model pixels) / wall seconds, so the overlap cost
+shows up. Examples::
+
+    python benchmarks/predict_throughput.py --sizes 2048 --model resnet18
+    python benchmarks/predict_throughput.py --sizes 6000 20000 --model tiny
+
+``--model tiny`` is a 3-layer convolutional stand-in that makes the run I/O-, blending-
+and writing-bound (what the pipeline itself costs); ``resnet18``/``resnet101`` are
+:class:`semimtl_geo.models.MultiTaskNet` generators (random weights; speed does not
+depend on them).
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_raster(path: Path, size: int) -> Path:
+    """Write a size x size x 3 textured uint8 GeoTIFF block by block (bounded memory)."""
+    import rasterio
+    from affine import Affine
+
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".partial.tif")
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": Affine(0.09, 0, 500000.0, 0, -0.09, 5_800_000.0),
+               "tiled": True, "blockxsize": 512, "blockysize": 512, "photometric": "MINISBLACK",
+               "BIGTIFF": "IF_SAFER"}
+    xx = np.arange(size, dtype=np.float32)[None, :]
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for y0 in range(0, size, 512):
+            yy = np.arange(y0, min(y0 + 512, size), dtype=np.float32)[:, None]
+            bands = [130 + 90 * np.sin(0.013 * (b + 1) * xx + 0.7 * b) * np.cos(0.021 * yy + b)
+                     for b in range(3)]
+            block = np.clip(np.stack(bands), 0, 255).astype(np.uint8)
+            dst.write(block, window=rasterio.windows.Window(0, y0, size, block.shape[1]))
+    os.replace(tmp, path)
+    return path
+
+
+def build_model(name: str, output_stride: int):
+    """The network under test, random weights, eval mode."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    if name == "tiny":
+        class TinyNet(nn.Module):
+            """Three convolutions: a stand-in that makes the pipeline the bottleneck."""
+
+            tasks = ("seg", "height")
+            in_channels = 3
+            num_classes = 6
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU(),
+                                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                          nn.Conv2d(8, 7, 1))
+
+            def forward(self, x):  # noqa: ANN001, ANN202
+                y = nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear")
+                return {"seg": y[:, :6], "height": y[:, 6:]}
+
+        return TinyNet().eval()
+    from semimtl_geo.models import MultiTaskNet
+
+    return MultiTaskNet(name, 3, 6, ("seg", "height"), None, output_stride).eval()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_ours(args: argparse.Namespace) -> dict:
+    from semimtl_geo.checkpoint import LoadedModel, ModelMeta
+    from semimtl_geo.inference import WindowPredictor, predict_raster
+
+    model = build_model(args.model, args.output_stride)
+    meta = ModelMeta(gsd=0.09, patch_size=args.patch_size, overlap=args.overlap,
+                     height_scale=30.0)
+    predictor = WindowPredictor(LoadedModel(model, meta, {}), device=args.device)
+    out = Path(args.workdir) / f"out_{args.case}_{Path(args.raster).stem}"
+    start = time.perf_counter()
+    result = predict_raster(predictor, args.raster, out, batch_size=args.batch_size,
+                            overwrite=True, preview=False)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "windows": result.windows}
+
+
+def run_baseline(args: argparse.Namespace) -> dict:
+    """Plain loop: torchgeo gridded sampler -> model -> argmax -> windowed GeoTIFF writes."""
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+    from torchgeo.datasets import RasterDataset
+    from torchgeo.samplers import GriddedPatchSampler
+
+    model = build_model(args.model, args.output_stride).to(args.device)
+    mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1)
+    std = torch.tensor([0.25] * 3).view(1, 3, 1, 1)
+    start = time.perf_counter()
+    with rasterio.open(args.raster) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
+                   "crs": src.crs, "transform": src.transform, "tiled": True,
+                   "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+                   "BIGTIFF": "IF_SAFER"}
+        left, top, res = src.transform.c, src.transform.f, src.transform.a
+        width, height = src.width, src.height
+    dataset = RasterDataset(paths=[args.raster], cache=False)
+    sampler = GriddedPatchSampler(dataset, size=args.patch_size)
+    out = Path(args.workdir) / f"out_baseline_{Path(args.raster).stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    windows = 0
+    with rasterio.open(out / "class.tif", "w", dtype="uint8", nodata=255, **profile) as cdst, \
+            rasterio.open(out / "height.tif", "w", dtype="float32", **profile) as hdst:
+        queries = list(sampler)
+
+        def flush(batch: list, images: list) -> None:
+            x = (torch.stack(images).float() / 255.0 - mean) / std
+            with torch.inference_mode():
+                pred = model(x.to(args.device))
+            cls = pred["seg"].argmax(1).to(torch.uint8).cpu().numpy()
+            hgt = (pred["height"][:, 0] * 30.0).float().cpu().numpy()
+            for q, c, h in zip(batch, cls, hgt):
+                col = int(round((q[0].start - left) / res))
+                row = int(round((top - q[1].stop) / res))
+                c0, r0 = max(col, 0), max(row, 0)
+                c1, r1 = min(col + c.shape[1], width), min(row + c.shape[0], height)
+                if c1 <= c0 or r1 <= r0:
+                    continue
+                win = Window(c0, r0, c1 - c0, r1 - r0)
+                cdst.write(c[r0 - row:r1 - row, c0 - col:c1 - col], 1, window=win)
+                hdst.write(h[r0 - row:r1 - row, c0 - col:c1 - col], 1, window=win)
+
+        batch, images = [], []
+        for query in queries:
+            images.append(dataset[query]["image"])
+            batch.append(query)
+            windows += 1
+            if len(batch) == args.batch_size:
+                flush(batch, images)
+                batch, images = [], []
+        if batch:
+            flush(batch, images)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "windows": windows}
+
+
+def child(args: argparse.Namespace) -> None:
+    os.environ.setdefault("GDAL_CACHEMAX", "512")  # as the CLI entry point sets it
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_baseline(args) if args.case == "baseline" else run_ours(args)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6000, 20000],
+                        help="square raster sides in pixels")
+    parser.add_argument("--model", default="resnet18",
+                        help="'tiny' or an smp encoder name for MultiTaskNet")
+    parser.add_argument("--output-stride", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, default=512)
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--cases", nargs="+", default=["ours", "ours-overlap0", "baseline"])
+    parser.add_argument("--workdir", default=None, help="where rasters go (default: a tmp dir)")
+    parser.add_argument("--csv", type=Path, default=RESULTS / "predict_throughput.csv")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--raster", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        child(args)
+        return
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="semimtl_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in args.sizes:
+        raster = make_raster(workdir / f"synthetic_{size}.tif", size)
+        for case in args.cases:
+            overlap = 0.0 if case == "ours-overlap0" else args.overlap
+            cmd = [sys.executable, __file__, "--case", "baseline" if case == "baseline" else "ours",
+                   "--raster", str(raster), "--model", args.model,
+                   "--output-stride", str(args.output_stride), "--patch-size",
+                   str(args.patch_size), "--overlap", str(overlap), "--batch-size",
+                   str(args.batch_size), "--device", args.device, "--threads", str(args.threads),
+                   "--workdir", str(workdir)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(f"case {case} on {size}px failed")
+            res = json.loads(line[-1][7:])
+            row = {"size": size, "case": case, "model": args.model,
+                   "output_stride": args.output_stride if args.model != "tiny" else "",
+                   "patch": args.patch_size,
+                   "overlap": 0.0 if case == "baseline" else overlap,
+                   "device": args.device, "windows": res["windows"],
+                   "seconds": round(res["seconds"], 2),
+                   "mp_per_s": round(size * size / 1e6 / res["seconds"], 3),
+                   "peak_rss_mb": round(res["peak_rss_mb"], 1),
+                   "cpu": platform.processor() or platform.machine(),
+                   "threads": args.threads or os.cpu_count()}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    for size in args.sizes:
+        base = next((r for r in rows if r["size"] == size and r["case"] == "baseline"), None)
+        for r in rows:
+            if r["size"] == size and base:
+                r["ratio_vs_baseline"] = round(r["mp_per_s"] / base["mp_per_s"], 3)
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    new = not args.csv.exists()
+    fields = ["size", "case", "model", "output_stride", "patch", "overlap", "device", "windows",
+              "seconds", "mp_per_s", "peak_rss_mb", "ratio_vs_baseline", "cpu", "threads"]
+    with args.csv.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    print("| size | case | model | overlap | MP/s | peak RSS (MiB) | ratio vs baseline |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['size']} | {r['case']} | {r['model']} | {r['overlap']} | {r['mp_per_s']} | "
+              f"{r['peak_rss_mb']} | {r.get('ratio_vs_baseline', '')} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""``semimtl-geo evaluate``: full-tile metrics in the layout of the paper's Table 2."""
+
+from pathlib import Path
+
+import click
+
+from semimtl_geo.errors import UserError
+
+
+def _resolve(path: Path) -> Path:
+    """A run folder stands for its model.pt."""
+    if path.is_dir():
+        for candidate in (path / "model.pt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise UserError(f"Run folder '{path}' holds no model.pt or checkpoints/last.ckpt.")
+    return path
+
+
+@click.command("evaluate")
+@click.option("--checkpoint", "-c", "checkpoints", multiple=True, required=True,
+              type=click.Path(path_type=Path),
+              help="Checkpoint (.pt/.ckpt) or run folder; repeat for several table rows.")
+@click.option("--baseline-seg", type=click.Path(path_type=Path),
+              help="STL segmentation checkpoint: ΔM reference for mIoU.")
+@click.option("--baseline-height", type=click.Path(path_type=Path),
+              help="STL height checkpoint: ΔM reference for RMSE.")
+@click.option("--output", "-o", "out", required=True, type=click.Path(path_type=Path),
+              help="Report path; writes REPORT.md and REPORT.json.")
+@click.option("--split", default="test", show_default=True, help="Dataset split to evaluate.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, auto.")
+@click.option("--patch-size", type=int, help="Window size (default: the checkpoint's).")
+@click.option("--overlap", type=float, help="Window overlap fraction (default: the checkpoint's).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward.")
+@click.option("--max-tiles", type=int, help="Evaluate at most N tiles per dataset (quick checks).")
+@click.option("--min-height", type=float, default=0.0, show_default=True,
+              help="Reference heights <= this (metres) are left out of AbsRel and δ.")
+@click.option("--root", "roots", multiple=True,
+              help="NAME=PATH: read dataset NAME from PATH instead of the training config's root.")
+def evaluate_cmd(checkpoints, baseline_seg, baseline_height, out, split, device, patch_size,
+                 overlap, batch_size, max_tiles, min_height, roots):
+    """Evaluate checkpoints on the full test tiles of every dataset (sliding windows)."""
+    import torch
+
+    from semimtl_geo.checkpoint import load_model_checkpoint
+    from semimtl_geo.training.evaluate import default_predict, evaluate_checkpoints, write_report
+
+    root_map = {}
+    for item in roots:
+        if "=" not in item:
+            raise UserError(f"--root '{item}' is not of the form NAME=PATH.")
+        name, path = item.split("=", 1)
+        root_map[name] = path
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = [load_model_checkpoint(_resolve(p)) for p in checkpoints]
+    bseg = load_model_checkpoint(_resolve(baseline_seg)) if baseline_seg else None
+    bheight = load_model_checkpoint(_resolve(baseline_height)) if baseline_height else None
+    for name, loaded in (("--baseline-seg", bseg), ("--baseline-height", bheight)):
+        task = "seg" if name.endswith("seg") else "height"
+        if loaded is not None and task not in loaded.model.tasks:
+            raise UserError(f"{name} '{loaded.path}' has no {task} head; pass an STL {task} checkpoint.")
+    report = evaluate_checkpoints(
+        models, default_predict(patch_size, overlap, batch_size, device), bseg, bheight,
+        split=split, max_samples=max_tiles, min_height=min_height, roots=root_map,
+    )
+    md, js = write_report(report, out)
+    click.echo(md.read_text())
+    click.echo(f"Wrote {md} and {js}.")
+
+
+COMMANDS = [evaluate_cmd]

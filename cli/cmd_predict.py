@@ -1,0 +1,158 @@
+"""``semimtl-geo predict``: georeferenced sliding-window inference of rasters."""
+
+import glob
+import warnings
+from pathlib import Path
+
+import click
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"}
+
+
+def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path], list[str]]:
+    """Files from paths, folders (raster files inside, sorted) and globs.
+
+    Returns:
+        The input files (unique, in order) and one error sentence per item that matched
+        nothing.
+
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                problems.append(f"Folder '{item}' holds no raster files (.tif, .vrt, .jp2...).")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not found:
+                problems.append(f"Pattern '{item}' matches no file.")
+            files.extend(found)
+        else:
+            problems.append(f"Input '{item}' does not exist; check the path.")
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+@click.command("predict")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder for <stem>_class.tif, <stem>_height.tif, styles and previews.")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint written by 'semimtl-geo train'.")
+@click.option("--device", default="auto", show_default=True,
+              help="'cpu', 'cuda', 'cuda:1' or 'auto'.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Windows per forward pass.")
+@click.option("--patch-size", type=click.IntRange(min=8), default=None,
+              help="Window size in model pixels (default: the checkpoint's, usually 512).")
+@click.option("--overlap", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Fraction of overlap between windows (default: the checkpoint's, 0.5).")
+@click.option("--bands", default=None,
+              help="Input bands fed to the model, in order: 1-based numbers or band "
+                   "descriptions, e.g. '4,1,2'.")
+@click.option("--aoi", type=click.Path(path_type=Path), default=None,
+              help="Vector file (GeoPackage, Shapefile, GeoJSON): predict only inside "
+                   "its polygons.")
+@click.option("--tasks", default=None,
+              help="Subset of the model's tasks, e.g. 'seg' or 'height' (default: all).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--vectorize", is_flag=True,
+              help="Also write <stem>_classes.gpkg: polygons per class with area and height.")
+@click.option("--resample/--no-resample", default=True, show_default=True,
+              help="Resample windows to the checkpoint's training GSD when the input differs.")
+@click.option("--preview/--no-preview", default=True, show_default=True,
+              help="Write <stem>_preview.png (input, class, height quicklook).")
+def predict_cmd(
+    inputs: tuple[str, ...],
+    out_dir: Path,
+    checkpoint: Path,
+    device: str,
+    batch_size: int,
+    patch_size: int | None,
+    overlap: float | None,
+    bands: str | None,
+    aoi: Path | None,
+    tasks: str | None,
+    overwrite: bool,
+    vectorize: bool,
+    resample: bool,
+    preview: bool,
+) -> None:
+    """Predict classes and heights of rasters, on exactly each input's pixel grid.
+
+    INPUT is one or more GeoTIFF/GDAL raster files, folders or glob patterns. Each
+    input gives Cloud-Optimized GeoTIFFs <stem>_class.tif (uint8, colour table, nodata
+    255) and <stem>_height.tif (float32, metres, nodata -9999) with QGIS styles
+    <stem>_class.qml / <stem>_height.qml next to them. Windows overlap and are blended
+    with a Hann weight so no seams show. A failing input is reported in one sentence
+    and the others still run; the exit status is 1 if any input failed.
+    """
+    from tqdm.auto import tqdm
+
+    from semimtl_geo.checkpoint import load_model_checkpoint
+    from semimtl_geo.errors import UserError
+    from semimtl_geo.inference.predictor import WindowPredictor
+    from semimtl_geo.inference.raster import predict_raster
+
+    files, problems = expand_inputs(inputs)
+    for sentence in problems:
+        click.echo(f"Error: {sentence}", err=True)
+    loaded = load_model_checkpoint(checkpoint)
+    predictor = WindowPredictor(loaded, device=device, tasks=tasks)
+    if aoi is not None and not aoi.exists():
+        raise UserError(f"AOI file '{aoi}' does not exist; check the path.")
+    stems: dict[str, Path] = {}
+    failures = len(problems)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        tqdm.write(f"Warning: {message}", file=click.get_text_stream("stderr"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show_warning
+        files_bar = tqdm(files, desc="files", unit="file", disable=len(files) < 2)
+        for path in files_bar:
+            if path.stem in stems:
+                click.echo(f"Error: '{path}' has the same name as '{stems[path.stem]}' and would "
+                           "overwrite its outputs; rename one or predict them separately.",
+                           err=True)
+                failures += 1
+                continue
+            stems[path.stem] = path
+            with tqdm(total=0, desc=path.name, unit="win", leave=False) as bar:
+                def set_total(n: int, bar: tqdm = bar) -> None:
+                    bar.total = n
+                    bar.refresh()
+
+                try:
+                    result = predict_raster(
+                        predictor, path, out_dir, patch_size=patch_size, overlap=overlap,
+                        batch_size=batch_size, bands=bands, aoi=aoi, overwrite=overwrite,
+                        vectorize=vectorize, resample=resample, preview=preview,
+                        on_windows=bar.update, on_grid=set_total,
+                    )
+                except UserError as exc:
+                    tqdm.write(f"Error: {path}: {exc}", file=click.get_text_stream("stderr"))
+                    failures += 1
+                    continue
+            names = ", ".join(p.name for p in result.paths())
+            tqdm.write(f"{path.name}: {result.windows} windows -> {out_dir}/ ({names})")
+    if failures:
+        click.echo(f"{failures} input(s) failed; see the errors above.", err=True)
+        click.get_current_context().exit(1)
+
+
+COMMANDS = [predict_cmd]

@@ -1,0 +1,141 @@
+"""Batched model runner: raw pixel windows in, class probabilities and metres out.
+
+The runner applies the checkpoint's normalisation (``(pixel / 255 - mean) / std``,
+:class:`semimtl_geo.checkpoint.ModelMeta`), maps windows to the model size (padding or
+resizing, see :mod:`semimtl_geo.inference.windows`), runs the network and maps the
+outputs back to the window. On CUDA it uses bf16 autocast and channels-last memory
+format; on CPU it runs in float32.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semimtl_geo.checkpoint import LoadedModel
+from semimtl_geo.errors import UserError
+from semimtl_geo.inference.windows import WindowGrid
+
+
+def resolve_tasks(loaded: LoadedModel, tasks: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Return the requested tasks, checked against the heads the checkpoint has.
+
+    Raises:
+        UserError: a task the model has no head for, or an unknown task name.
+
+    """
+    available = tuple(loaded.model.tasks)
+    if tasks is None:
+        return available
+    if isinstance(tasks, str):
+        tasks = ["seg", "height"] if tasks == "both" else [t.strip() for t in tasks.split(",")]
+    wanted = [t for t in tasks if t]
+    missing = [t for t in wanted if t not in available]
+    if missing or not wanted:
+        raise UserError(
+            f"The checkpoint predicts {', '.join(available)} but {', '.join(missing) or 'no task'} "
+            f"was requested; pass --tasks with a subset of {','.join(available)}."
+        )
+    return tuple(t for t in available if t in wanted)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"auto"``/``"cpu"``/``"cuda:0"`` into a usable device.
+
+    Raises:
+        UserError: CUDA requested but not available.
+
+    """
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(text)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"Device '{text}' was requested but CUDA is not available; use --device cpu."
+        )
+    return dev
+
+
+class WindowPredictor:
+    """Run a :class:`LoadedModel` on batches of raw pixel windows.
+
+    Args:
+        loaded: model and metadata from :func:`semimtl_geo.checkpoint.load_model_checkpoint`.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        tasks: subset of the model's tasks to return (default: all of them).
+
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: str | torch.device = "cpu",
+        tasks: str | Sequence[str] | None = None,
+    ) -> None:
+        self.meta = loaded.meta
+        self.tasks = resolve_tasks(loaded, tasks)
+        self.device = resolve_device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.in_channels = int(loaded.model.in_channels)
+        self.num_classes = int(loaded.model.num_classes)
+        mean = np.asarray(self.meta.mean, dtype=np.float32)
+        std = np.asarray(self.meta.std, dtype=np.float32)
+        if mean.size != self.in_channels or std.size != self.in_channels:
+            raise UserError(
+                f"Checkpoint meta has {mean.size} mean / {std.size} std values for a "
+                f"{self.in_channels}-band model; re-save the checkpoint with one value per band."
+            )
+        self._mean = torch.as_tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.as_tensor(std, device=self.device).view(1, -1, 1, 1)
+        #: Raw pixel value that normalises to 0 (used to fill nodata pixels).
+        self.fill_values = (mean * 255.0).astype(np.float32)
+        self.height_scale = float(self.meta.height_scale)
+
+    @torch.inference_mode()
+    def __call__(self, windows: np.ndarray, grid: WindowGrid) -> dict[str, np.ndarray]:
+        """Predict a batch of windows.
+
+        Args:
+            windows: ``N x C x win_h x win_w`` raw pixel values (uint8 or float).
+            grid: the grid the windows come from (model size and mapping mode).
+
+        Returns:
+            ``"probs"``: ``N x K x win_h x win_w`` softmax probabilities (if seg requested),
+            ``"height"``: ``N x win_h x win_w`` heights in metres (if height requested).
+
+        """
+        win_h, win_w = windows.shape[-2:]
+        x = torch.from_numpy(np.ascontiguousarray(windows)).to(self.device, non_blocking=True)
+        x = (x.float() / 255.0 - self._mean) / self._std
+        if grid.mode == "pad":
+            pad = (0, grid.model_w - win_w, 0, grid.model_h - win_h)
+            # "replicate" works for any pad width ("reflect" needs pad < size).
+            x = F.pad(x, pad, mode="replicate")
+        elif grid.mode == "resize":
+            x = F.interpolate(x, size=(grid.model_h, grid.model_w), mode="bilinear",
+                              align_corners=False)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = self.model(x)
+        else:
+            out = self.model(x)
+        result: dict[str, np.ndarray] = {}
+        for task in self.tasks:
+            y = out[task].float()
+            if task == "seg":
+                y = torch.softmax(y, dim=1)
+            if grid.mode == "pad":
+                y = y[..., :win_h, :win_w]
+            elif grid.mode == "resize":
+                y = F.interpolate(y, size=(win_h, win_w), mode="bilinear", align_corners=False)
+            if task == "seg":
+                result["probs"] = y.cpu().numpy()
+            else:
+                result["height"] = (y[:, 0] * self.height_scale).cpu().numpy()
+        return result

@@ -1,0 +1,272 @@
+"""Georeferenced inference of one raster file: stream windows, write COGs and styles.
+
+``predict_raster`` ties the pieces together for one input:
+:mod:`raster_io` (bands, masks, GSD, AOI) -> :mod:`windows` (grid) -> :mod:`engine`
+(blended rows, streamed) -> :mod:`writers` (COG GeoTIFFs) -> :mod:`qml` (QGIS styles),
+:mod:`preview` (PNG) and optionally :mod:`vectorize` (GeoPackage).
+
+Resolution: when the input GSD and the checkpoint's training GSD (``meta.gsd``) are
+both known and differ by more than 5 %, windows are resampled to the model GSD for
+inference and back to the input grid (``scale = input GSD / model GSD``). Factors
+beyond :data:`MAX_RESAMPLE` are not resampled (a warning says the GSD is far from
+training). Outputs are always on exactly the input grid.
+"""
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from semimtl_geo.errors import UserError
+from semimtl_geo.inference.engine import BlendedRows, run_sliding_windows
+from semimtl_geo.inference.predictor import WindowPredictor
+from semimtl_geo.inference.qml import write_class_qml, write_height_qml
+from semimtl_geo.inference.raster_io import RasterInput, open_input
+from semimtl_geo.inference.windows import make_grid
+from semimtl_geo.inference.writers import (
+    OutputRaster,
+    class_raster,
+    height_raster,
+    height_to_file,
+)
+
+#: GSD ratios within this tolerance are treated as equal (no resampling).
+GSD_TOLERANCE = 0.05
+#: Largest resampling factor applied (either direction).
+MAX_RESAMPLE = 8.0
+#: Warn when the input GSD differs from training by more than this factor.
+GSD_WARN_FACTOR = 1.5
+
+
+@dataclass
+class RasterOutputs:
+    """Paths written for one input (``None`` for outputs not produced)."""
+
+    class_tif: Path | None = None
+    height_tif: Path | None = None
+    class_qml: Path | None = None
+    height_qml: Path | None = None
+    preview: Path | None = None
+    vectors: Path | None = None
+    scale: float = 1.0
+    windows: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def paths(self) -> list[Path]:
+        """All written files."""
+        return [p for p in (self.class_tif, self.height_tif, self.class_qml, self.height_qml,
+                            self.preview, self.vectors) if p is not None]
+
+
+def output_paths(
+    out_dir: Path, stem: str, tasks: tuple[str, ...], vectorize: bool
+) -> dict[str, Path]:
+    """Return the final output file names of one input."""
+    paths: dict[str, Path] = {"preview": out_dir / f"{stem}_preview.png"}
+    if "seg" in tasks:
+        paths["class_tif"] = out_dir / f"{stem}_class.tif"
+        paths["class_qml"] = out_dir / f"{stem}_class.qml"
+        if vectorize:
+            paths["vectors"] = out_dir / f"{stem}_classes.gpkg"
+    if "height" in tasks:
+        paths["height_tif"] = out_dir / f"{stem}_height.tif"
+        paths["height_qml"] = out_dir / f"{stem}_height.qml"
+    return paths
+
+
+def resample_scale(input_gsd: float | None, model_gsd: float | None, name: str,
+                   resample: bool) -> float:
+    """Scale factor (input GSD / model GSD) used for the windows, with warnings."""
+    if input_gsd is None:
+        warnings.warn(
+            f"'{name}' has no CRS: outputs copy its pixel grid without georeferencing and "
+            "its GSD is unknown, so it is not resampled to the training GSD.",
+            stacklevel=2,
+        )
+        return 1.0
+    if model_gsd is None or model_gsd <= 0:
+        return 1.0
+    ratio = input_gsd / model_gsd
+    far = max(ratio, 1 / ratio) > GSD_WARN_FACTOR
+    if abs(ratio - 1.0) <= GSD_TOLERANCE:
+        return 1.0
+    if not resample:
+        if far:
+            warnings.warn(
+                f"'{name}' has a GSD of {input_gsd:.3g} m but the model was trained at "
+                f"{model_gsd:.3g} m and --no-resample is set; predictions may be poor.",
+                stacklevel=2,
+            )
+        return 1.0
+    if max(ratio, 1 / ratio) > MAX_RESAMPLE:
+        warnings.warn(
+            f"'{name}' has a GSD of {input_gsd:.3g} m, far from the training GSD of "
+            f"{model_gsd:.3g} m (more than {MAX_RESAMPLE:g}x); it is predicted at its own "
+            "resolution and results may be poor.",
+            stacklevel=2,
+        )
+        return 1.0
+    return ratio
+
+
+class _HeightRange:
+    """Robust display range of predicted heights from a bounded subsample."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.samples: list[np.ndarray] = []
+        self.count = 0
+        self.limit = limit
+
+    def add(self, height: np.ndarray) -> None:
+        values = height[np.isfinite(height)]
+        if values.size and self.count < self.limit:
+            step = max(1, values.size // 2000)
+            picked = values[::step]
+            self.samples.append(picked)
+            self.count += picked.size
+
+    def range(self) -> tuple[float, float]:
+        if not self.samples:
+            return 0.0, 1.0
+        values = np.concatenate(self.samples)
+        lo, hi = np.percentile(values, [2, 98])
+        return float(lo), float(hi)
+
+
+def check_outputs_free(paths: dict[str, Path], overwrite: bool) -> None:
+    """Refuse to replace existing outputs unless ``overwrite``.
+
+    Raises:
+        UserError: an output already exists.
+
+    """
+    if overwrite:
+        return
+    existing = [p for p in paths.values() if p.exists()]
+    if existing:
+        raise UserError(
+            f"Output '{existing[0]}' already exists; pass --overwrite to replace it or choose "
+            "another output folder."
+        )
+
+
+def predict_raster(
+    predictor: WindowPredictor,
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    patch_size: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    bands: str | None = None,
+    aoi: str | Path | None = None,
+    overwrite: bool = False,
+    vectorize: bool = False,
+    resample: bool = True,
+    preview: bool = True,
+    on_windows: Callable[[int], None] | None = None,
+    on_grid: Callable[[int], None] | None = None,
+) -> RasterOutputs:
+    """Predict one raster and write its outputs on exactly the input grid.
+
+    Args:
+        predictor: batched model runner (model, meta, tasks, device).
+        input_path: GeoTIFF or any GDAL raster.
+        out_dir: output folder (created).
+        patch_size: window size in model pixels (default ``meta.patch_size``).
+        overlap: window overlap fraction (default ``meta.overlap``).
+        batch_size: windows per forward pass.
+        bands: ``--bands`` spec (1-based numbers or band descriptions, comma-separated).
+        aoi: vector file; only pixels inside its polygons are predicted.
+        overwrite: replace existing outputs.
+        vectorize: also write ``<stem>_classes.gpkg``.
+        resample: resample windows to the training GSD when it differs.
+        preview: write ``<stem>_preview.png``.
+        on_windows: progress callback (windows done).
+        on_grid: called once with the number of windows of this raster.
+
+    Returns:
+        The written paths.
+
+    Raises:
+        UserError: unreadable input, band mismatch, empty AOI, existing outputs.
+
+    """
+    meta = predictor.meta
+    input_path = Path(input_path)
+    out_dir = Path(out_dir)
+    paths = output_paths(out_dir, input_path.stem, predictor.tasks, vectorize)
+    check_outputs_free(paths, overwrite)
+    src: RasterInput = open_input(input_path, predictor.in_channels, list(meta.bands), bands, aoi)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        scale = resample_scale(src.gsd(), meta.gsd, input_path.name, resample)
+        grid = make_grid(
+            src.height, src.width,
+            int(patch_size if patch_size is not None else meta.patch_size),
+            float(overlap if overlap is not None else meta.overlap),
+            scale,
+        )
+        if on_grid:
+            on_grid(grid.num_windows)
+        crs, transform = src.src.crs, src.src.transform
+        writers: list[OutputRaster] = []
+        cls_out = hgt_out = None
+        hrange = _HeightRange()
+        try:
+            if "seg" in predictor.tasks:
+                cls_out = class_raster(paths["class_tif"], src.width, src.height, crs, transform,
+                                       meta.classes)
+                writers.append(cls_out)
+            if "height" in predictor.tasks:
+                hgt_out = height_raster(paths["height_tif"], src.width, src.height, crs,
+                                        transform, meta.height_unit)
+                writers.append(hgt_out)
+
+            def sink(rows: BlendedRows) -> None:
+                if cls_out is not None and rows.classes is not None:
+                    cls_out.write_rows(rows.row_start, rows.classes)
+                if hgt_out is not None and rows.height is not None:
+                    hgt_out.write_rows(rows.row_start, height_to_file(rows.height))
+                    hrange.add(rows.height)
+
+            run_sliding_windows(grid, src.read_strip, predictor, sink, batch_size=batch_size,
+                                on_windows=on_windows)
+            for writer in writers:
+                writer.commit()
+        except BaseException:
+            for writer in writers:
+                writer.discard()
+            raise
+        result = RasterOutputs(scale=scale, windows=grid.num_windows)
+        if cls_out is not None:
+            result.class_tif = paths["class_tif"]
+            result.class_qml = write_class_qml(paths["class_qml"], meta.classes)
+        if hgt_out is not None:
+            result.height_tif = paths["height_tif"]
+            lo, hi = hrange.range()
+            if not math.isfinite(lo) or not math.isfinite(hi):
+                lo, hi = 0.0, 1.0
+            result.height_qml = write_height_qml(paths["height_qml"], lo, hi, meta.height_unit)
+        if preview:
+            from semimtl_geo.inference.preview import write_preview
+
+            result.preview = write_preview(
+                paths["preview"], input_path, src.bands, meta.classes,
+                result.class_tif, result.height_tif, meta.height_unit,
+            )
+        if vectorize and result.class_tif is None:
+            warnings.warn("--vectorize needs the 'seg' task; no polygons were written.",
+                          stacklevel=2)
+        if vectorize and result.class_tif is not None:
+            from semimtl_geo.inference.vectorize import vectorize_classes
+
+            result.vectors = vectorize_classes(
+                result.class_tif, paths["vectors"], meta.classes, result.height_tif
+            )
+        return result
+    finally:
+        src.close()

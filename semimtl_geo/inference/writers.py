@@ -1,0 +1,170 @@
+"""Georeferenced output rasters: streamed, then published as Cloud-Optimized GeoTIFFs.
+
+Rows arrive top to bottom from the sliding-window engine and are written into a tiled
+GeoTIFF under a hidden temporary name in the output folder. :meth:`OutputRaster.commit`
+converts it with GDAL's COG driver (internal tiles, DEFLATE, overviews) into a second
+temporary file and renames that over the final name, so the final name only ever holds a
+complete file; :meth:`OutputRaster.discard` (or leaving the ``with`` block with an
+exception) deletes the temporaries. A run killed with SIGKILL can leave hidden
+``.*.partial*.tif`` files behind, never a half-written ``<stem>_class.tif``.
+
+* Class rasters: uint8, nodata 255, a colour table from the checkpoint's class colours,
+  class names in the band metadata (``CLASS_NAMES`` JSON, ``CLASS_<i>``) and the QML
+  sidecar; overviews by ``MODE`` so classes are never averaged.
+* Height rasters: float32, nodata -9999, band unit (``m``) set, overviews by ``AVERAGE``.
+
+Outputs keep the input's CRS and float64 affine transform exactly (including rotated or
+skewed transforms, and no CRS at all).
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from semimtl_geo.classes import IGNORE_INDEX, ClassTable
+
+#: Nodata value of height rasters (NaN nodata confuses some GIS tools).
+HEIGHT_NODATA = -9999.0
+#: Internal tile size of the outputs.
+BLOCK = 512
+
+
+def umask_mode() -> int:
+    """Permissions a plainly created file gets (``mkstemp`` makes them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temp_path(final: Path, tag: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".{tag}.tif", dir=final.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+class OutputRaster:
+    """A single-band output raster written in row bands and published atomically.
+
+    Args:
+        path: final file name.
+        width: raster columns.
+        height: raster rows.
+        crs: CRS of the input (``None`` allowed).
+        transform: float64 affine transform of the input.
+        dtype: ``"uint8"`` or ``"float32"``.
+        nodata: nodata value.
+        resampling: overview resampling for the COG (``"MODE"``, ``"NEAREST"``, ``"AVERAGE"``).
+
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        crs: CRS | None,
+        transform: Affine,
+        dtype: str,
+        nodata: float,
+        resampling: str,
+    ) -> None:
+        self.path = Path(path)
+        self.resampling = resampling
+        self.nodata = nodata
+        self._tmp = _temp_path(self.path, "partial")
+        self._cog: Path | None = None
+        profile: dict[str, Any] = {
+            "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype,
+            "crs": crs, "transform": transform, "nodata": nodata, "tiled": True,
+            "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
+        }
+        self.dst = rasterio.open(self._tmp, "w", **profile)
+
+    def write_rows(self, row_start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (``h x width``) starting at ``row_start``."""
+        window = Window(0, row_start, rows.shape[1], rows.shape[0])
+        self.dst.write(rows, 1, window=window)
+
+    def commit(self) -> Path:
+        """Convert to a COG with overviews and rename it over :attr:`path`."""
+        self.dst.close()
+        self._cog = _temp_path(self.path, "cog")
+        try:
+            rasterio.shutil.copy(
+                self._tmp, self._cog, driver="COG", COMPRESS="DEFLATE",
+                BLOCKSIZE=BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
+                BIGTIFF="IF_SAFER", PREDICTOR="YES",
+            )
+            os.chmod(self._cog, umask_mode())
+            os.replace(self._cog, self.path)
+        finally:
+            self._cleanup()
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary files (the final name is untouched)."""
+        if not self.dst.closed:
+            self.dst.close()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for tmp in (self._tmp, self._cog):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+                Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+
+    def __enter__(self) -> "OutputRaster":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+
+
+def class_raster(
+    path: str | Path, width: int, height: int, crs: CRS | None, transform: Affine,
+    classes: ClassTable,
+) -> OutputRaster:
+    """Open a class output (uint8, colour table, class names, nodata 255)."""
+    out = OutputRaster(path, width, height, crs, transform, "uint8", IGNORE_INDEX, "MODE")
+    colormap = {i: (*map(int, c), 255) for i, c in enumerate(classes.colors)}
+    colormap[IGNORE_INDEX] = (0, 0, 0, 0)
+    out.dst.write_colormap(1, colormap)
+    out.dst.set_band_description(1, "class")
+    tags = {f"CLASS_{i}": name for i, name in enumerate(classes.names)}
+    out.dst.update_tags(1, CLASS_NAMES=json.dumps(list(classes.names)), **tags)
+    out.dst.update_tags(CLASS_NAMES=json.dumps(list(classes.names)))
+    return out
+
+
+def height_raster(
+    path: str | Path, width: int, height: int, crs: CRS | None, transform: Affine,
+    unit: str = "m",
+) -> OutputRaster:
+    """Open a height output (float32, nodata -9999, band unit ``unit``)."""
+    out = OutputRaster(path, width, height, crs, transform, "float32", HEIGHT_NODATA, "AVERAGE")
+    out.dst.set_band_description(1, f"height ({unit})")
+    out.dst.set_band_unit(1, unit)
+    out.dst.update_tags(1, UNIT=unit)
+    return out
+
+
+def height_to_file(values: np.ndarray) -> np.ndarray:
+    """Replace NaN (engine nodata) by :data:`HEIGHT_NODATA` for writing."""
+    out = values.astype(np.float32, copy=True)
+    out[~np.isfinite(out)] = HEIGHT_NODATA
+    return out

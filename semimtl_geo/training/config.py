@@ -1,0 +1,435 @@
+"""Typed training configuration: YAML defaults, dotted overrides, clear errors.
+
+A configuration is the :class:`TrainConfig` tree of dataclasses below. It is built by
+:func:`load_config` from (in increasing priority) the dataclass defaults, a YAML file
+(which may name a parent file with ``_base_: other.yaml``, resolved relative to itself)
+and command-line overrides ``section.key=value`` whose values are parsed as YAML
+(``trainer.max_steps=200``, ``loss.lambda_inter=1e-3``, ``model.encoder_weights=null``).
+
+Every key is checked: an unknown key or a value of the wrong type raises
+:class:`~semimtl_geo.errors.UserError` naming the dotted key and the valid choices.
+The resolved configuration is written beside the run's outputs (``config.yaml``) and
+stored in every checkpoint, as timm does with its ``args.yaml``.
+
+Defaults are the paper's hyper-parameters (section 4.1): G trained by SGD (momentum 0.9,
+weight decay 1e-4, lr 0.01, poly decay 0.9), D by Adam (lr 1e-4, betas 0.9/0.99),
+``w_seg = 1``, ``w_depth = 0.01``, ``lambda_intra = 1e-3``, ``lambda_inter = 1e-4``.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from semimtl_geo.errors import UserError
+from semimtl_geo.losses import INTER_MODES
+
+Method = Literal["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]
+METHODS: tuple[str, ...] = get_args(Method)
+BASE_KEY = "_base_"
+
+
+@dataclass
+class DatasetConfig:
+    """One training/evaluation dataset (a domain, class ``k`` of the discriminators).
+
+    Attributes:
+        name: unique name; domain labels follow the order of the list (first = 1).
+        kind: registered dataset kind (see :mod:`semimtl_geo.training.registry`).
+        root: folder the kind reads from (for ``isprs``: the ``prepare-isprs`` output).
+        tasks: tasks whose labels are used for training on this dataset (``seg``,
+            ``height``); the other task is unlabelled here (semi-supervised).
+        options: kind-specific settings passed through untouched.
+    """
+
+    name: str = ""
+    kind: str = "isprs"
+    root: str = ""
+    tasks: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Generator architecture (paper section 3.4: dilated ResNet101, PSP + height head)."""
+
+    encoder: str = "resnet101"
+    encoder_weights: str | None = "imagenet"
+    output_stride: int = 8
+
+
+@dataclass
+class DataConfig:
+    """Training data: datasets, crop size and per-dataset mini-batch size."""
+
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    crop_size: int = 384
+    batch_size: int = 4
+    num_workers: int = 2
+    augment: bool = True
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimisers of section 4.1 (same for every method)."""
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    d_lr: float = 1e-4
+    d_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+
+
+@dataclass
+class LossConfig:
+    """Task weights (eq. 1) and adversarial weights (eq. 7).
+
+    Attributes:
+        lambda_da: weight of the AdaptSegNet target-domain adversarial loss of the DA
+            baselines (0.001, AdaptSegNet's single-level value, equal to lambda_intra).
+        berhu_ratio: BerHu threshold c as a fraction of the batch's max error.
+        height_fill: value given to no-data (NaN) ground-truth height pixels when the
+            ground-truth map is shown to a discriminator (0 = ground level).
+    """
+
+    w_seg: float = 1.0
+    w_height: float = 0.01
+    lambda_intra: float = 0.001
+    lambda_inter: float = 0.0001
+    lambda_da: float = 0.001
+    berhu_ratio: float = 0.2
+    height_fill: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Run length, hardware, logging.
+
+    Attributes:
+        max_steps: training iterations (one iteration = one mini-batch per dataset, one
+            G step and one D step, Algorithm 1).
+        steps_per_epoch: iterations between checkpoints; data loaders are rebuilt with a
+            new seed each epoch, so resuming from a checkpoint is exact.
+        precision: ``auto`` = bf16 autocast on GPU, fp32 on CPU; or any Lightning value.
+        preview_every: iterations between PNG previews (0 = never).
+    """
+
+    max_steps: int = 20000
+    steps_per_epoch: int = 500
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "auto"
+    channels_last: bool = False
+    log_every: int = 10
+    preview_every: int = 500
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Full-tile sliding-window evaluation settings (used by ``semimtl-geo evaluate``)."""
+
+    split: str = "test"
+    patch_size: int = 512
+    overlap: float = 0.5
+    batch_size: int = 4
+    min_height: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; see the module docstring for loading rules."""
+
+    method: Method = "semimtl"
+    mode: Literal["m1", "m2", "m3"] = "m2"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (written to ``config.yaml`` and checkpoints)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float)."""
+    origin = get_origin(tp)
+    bad = UserError(
+        f"Config key '{key}' must be {_type_name(tp)}, got {value!r}; fix it in the YAML file "
+        "or the override."
+    )
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise UserError(
+                f"Config key '{key}' must be one of {', '.join(map(str, get_args(tp)))}, "
+                f"got {value!r}."
+            )
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except UserError:
+                continue
+        raise bad
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        (item,) = get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # programming error
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise UserError(
+                f"Unknown config key '{dotted}'; valid keys here are: {', '.join(names)}."
+            )
+        kwargs[key] = _convert(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def dataset_from_dict(data: dict[str, Any], key: str = "dataset") -> DatasetConfig:
+    """Validate one dataset entry (e.g. read back from a checkpoint's config)."""
+    return _build(DatasetConfig, data, key)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config file, following ``_base_`` parents (relative to the file).
+
+    Relative dataset ``root`` paths stay as written (they are resolved against the
+    working directory when the run starts).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config file '{path}' does not exist; pass an existing YAML file.")
+    if path.resolve() in _seen:
+        raise UserError(f"Config file '{path}' includes itself through '{BASE_KEY}'.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"Config file '{path}' is not valid YAML ({exc}).".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise UserError(f"Config file '{path}' must hold a mapping of keys, not {type(data).__name__}.")
+    base = data.pop(BASE_KEY, None)
+    if base is not None:
+        parent = read_yaml_config(path.parent / str(base), (*_seen, path.resolve()))
+        data = _deep_merge(parent, data)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise UserError(
+            f"Override '{text}' is not of the form key=value (e.g. trainer.max_steps=100)."
+        )
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserError(f"Override '{text}' has an empty key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to a raw config mapping (a copy is returned).
+
+    A numeric path component indexes a list, e.g. ``data.datasets.0.root=/data/p``.
+    """
+    data = _deep_merge({}, data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(
+                        f"Override '{text}': '{part}' is not an index of the {len(node)}-item "
+                        f"list '{'.'.join(parts[:i])}'."
+                    )
+                if last:
+                    node[int(part)] = value
+                else:
+                    node[int(part)] = _deep_merge({}, node[int(part)]) if isinstance(
+                        node[int(part)], dict
+                    ) else node[int(part)]
+                    node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise UserError(f"Override '{text}': '{'.'.join(parts[:i])}' is not a mapping.")
+            if last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if isinstance(child, list):
+                    node[part] = list(child)
+                elif isinstance(child, dict):
+                    node[part] = dict(child)
+                else:
+                    node[part] = {}
+                node = node[part]
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Validate a raw mapping into a :class:`TrainConfig` (errors name the dotted key)."""
+    cfg = _build(TrainConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Load defaults <- ``base`` mapping <- YAML ``path`` <- ``overrides``; then validate."""
+    data: dict[str, Any] = dict(base or {})
+    if path is not None:
+        data = _deep_merge(data, read_yaml_config(path))
+    data = apply_overrides(data, list(overrides))
+    return config_from_dict(data)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    from semimtl_geo.models.multitask import TASKS
+
+    if cfg.mode not in INTER_MODES:  # pragma: no cover - guarded by Literal
+        raise UserError(f"Config key 'mode' must be one of {INTER_MODES}.")
+    if not cfg.data.datasets:
+        raise UserError("Config key 'data.datasets' is empty; list at least one dataset.")
+    names = [d.name for d in cfg.data.datasets]
+    for i, ds in enumerate(cfg.data.datasets):
+        if not ds.name:
+            raise UserError(f"Config key 'data.datasets[{i}].name' is empty; give the dataset a name.")
+        bad = [t for t in ds.tasks if t not in TASKS]
+        if bad:
+            raise UserError(
+                f"Config key 'data.datasets[{i}].tasks' has unknown task(s) {bad}; use "
+                f"{', '.join(TASKS)}."
+            )
+    if len(set(names)) != len(names):
+        raise UserError(f"Config key 'data.datasets' repeats a dataset name ({names}); names must be unique.")
+    for key, value in (
+        ("data.crop_size", cfg.data.crop_size),
+        ("data.batch_size", cfg.data.batch_size),
+        ("trainer.max_steps", cfg.trainer.max_steps),
+        ("trainer.steps_per_epoch", cfg.trainer.steps_per_epoch),
+        ("trainer.devices", cfg.trainer.devices),
+        ("eval.patch_size", cfg.eval.patch_size),
+    ):
+        if value <= 0:
+            raise UserError(f"Config key '{key}' must be positive, got {value}.")
+    if not 0 <= cfg.eval.overlap < 1:
+        raise UserError(f"Config key 'eval.overlap' must be in [0, 1), got {cfg.eval.overlap}.")
+    if len(cfg.optim.d_betas) != 2:
+        raise UserError("Config key 'optim.d_betas' must hold two numbers, e.g. [0.9, 0.99].")
+    for key in ("mean", "std"):
+        value = getattr(cfg.data, key)
+        if value is not None and not value:
+            raise UserError(f"Config key 'data.{key}' must be null or one value per band.")
+    if cfg.data.std is not None and any(v <= 0 for v in cfg.data.std):
+        raise UserError("Config key 'data.std' must be positive.")
+    # method-specific feasibility is checked by methods.plan_method (it needs the tasks)
+    from semimtl_geo.training.methods import plan_method
+
+    plan_method(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML atomically."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    os.replace(tmp, path)
+    return path

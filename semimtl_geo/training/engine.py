@@ -1,0 +1,503 @@
+"""Lightning engine that trains every method of the paper (Algorithm 1).
+
+One iteration, whatever the method:
+
+1. **G step** (discriminators frozen: ``requires_grad = False``): for every dataset ``k``
+   taking part, forward its mini-batch through G and add the method's generator terms
+   (:func:`~semimtl_geo.training.methods.generator_losses`); one backward of the sum
+   over datasets and one SGD step (synchronous SGD across datasets, section 3.3), then
+   one step of the poly learning-rate schedule.
+2. **D step** (G frozen, its predictions detached): every D_t is trained on the sum over
+   datasets of :func:`~semimtl_geo.training.methods.discriminator_losses` (eq. 6) with one
+   Adam step.
+
+Reproducibility: the global RNGs are re-seeded from ``(seed, iteration, rank)`` at every
+iteration and data loaders are rebuilt every epoch from ``(seed, dataset, epoch, rank)``,
+so a run resumed from an epoch-end checkpoint continues bit-for-bit like an
+uninterrupted one (optimiser, schedule and discriminator states come from Lightning's
+checkpoint). Checkpoints are written atomically (temporary file + rename).
+
+Outputs in the run folder: ``config.yaml`` (resolved config), ``checkpoints/last.ckpt``
+(Lightning checkpoint, also loadable by :func:`semimtl_geo.checkpoint.load_model_checkpoint`),
+``model.pt`` (standalone generator checkpoint), ``logs/`` (CSV ``metrics.csv`` and
+TensorBoard events, one ``version_N`` folder per session), ``previews/iter_*.png``.
+"""
+
+import math
+import random
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from semimtl_geo.checkpoint import (
+    CHECKPOINT_KEY,
+    ModelMeta,
+    atomic_torch_save,
+    checkpoint_payload,
+    save_model_checkpoint,
+)
+from semimtl_geo.errors import UserError
+from semimtl_geo.models import Discriminator, MultiTaskNet
+from semimtl_geo.training.config import TrainConfig, save_config
+from semimtl_geo.training.methods import (
+    MethodPlan,
+    check_batch,
+    discriminator_losses,
+    generator_losses,
+    plan_method,
+)
+from semimtl_geo.training.preview import PreviewRow, save_preview
+from semimtl_geo.training.registry import KindInfo, TrainLoaderRequest, get_kind
+
+_MIX = (1 << 61) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """Deterministic 63-bit seed from integers (stable across processes, unlike hash())."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value * 6364136223846793005 + int(part) + 1442695040888963407) % _MIX
+    return value
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """Freeze (``False``) or unfreeze every parameter of ``module``."""
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def poly_lambda(max_steps: int, power: float):  # noqa: ANN201 - returns a closure
+    """Poly learning-rate factor ``(1 - it / max_steps) ** power`` (section 4.1)."""
+
+    def factor(it: int) -> float:
+        return max(0.0, 1.0 - min(it, max_steps) / max_steps) ** power
+
+    return factor
+
+
+# ------------------------------------------------------------------ dataset facts
+
+
+def describe_datasets(cfg: TrainConfig, plan: MethodPlan) -> dict[str, KindInfo]:
+    """Ask every dataset's kind for its facts (class table, bands, stats, GSD, scale)."""
+    return {
+        role.name: get_kind(cfg.data.datasets[role.index].kind).describe(cfg.data.datasets[role.index])
+        for role in plan.datasets
+    }
+
+
+def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -> ModelMeta:
+    """The checkpoint metadata, derived from the datasets that train the model.
+
+    The model's height unit is that of the first height-labelled dataset
+    (``height_scale`` metres per unit); other height-labelled datasets are rescaled to it.
+
+    Raises:
+        UserError: datasets that disagree on band count or class table.
+    """
+    roles = plan.datasets
+    first = infos[roles[0].name]
+    for role in roles[1:]:
+        info = infos[role.name]
+        if len(info.bands) != len(first.bands):
+            raise UserError(
+                f"Datasets '{roles[0].name}' ({len(first.bands)} bands) and '{role.name}' "
+                f"({len(info.bands)} bands) differ in band count; prepare them with the same bands."
+            )
+    seg_roles = [r for r in roles if "seg" in r.labelled] or list(roles)
+    classes = infos[seg_roles[0].name].classes
+    for role in seg_roles[1:]:
+        if infos[role.name].classes.names != classes.names:
+            raise UserError(
+                f"Datasets '{seg_roles[0].name}' and '{role.name}' have different class tables; "
+                "segmentation labels must share one class list."
+            )
+    height_roles = [r for r in roles if "height" in r.labelled]
+    scale_info = infos[height_roles[0].name] if height_roles else first
+    n = len(first.bands)
+    mean = cfg.data.mean or [float(np.mean([infos[r.name].mean[b] for r in roles])) for b in range(n)]
+    std = cfg.data.std or [float(np.mean([infos[r.name].std[b] for r in roles])) for b in range(n)]
+    if len(mean) != n or len(std) != n:
+        raise UserError(f"Config keys 'data.mean'/'data.std' need {n} values, one per band {first.bands}.")
+    return ModelMeta(
+        classes=classes,
+        bands=list(first.bands),
+        mean=list(mean),
+        std=list(std),
+        gsd=first.gsd,
+        height_scale=float(scale_info.height_scale),
+        height_unit=scale_info.height_unit,
+        patch_size=cfg.eval.patch_size,
+        overlap=cfg.eval.overlap,
+    )
+
+
+class ZippedLoaders:
+    """One mini-batch from every dataset per step: ``{name: batch}`` (Algorithm 1).
+
+    A plain object (not a dict) so that Lightning treats it as a single iterable and does
+    not try to flatten the datasets' loaders, whatever their type.
+    """
+
+    def __init__(self, loaders: dict[str, Iterable[dict[str, Any]]]) -> None:
+        self.loaders = loaders
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders.values())  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[dict[str, dict[str, Any]]]:
+        iterators = {name: iter(loader) for name, loader in self.loaders.items()}
+        for _ in range(len(self)):
+            yield {name: next(it) for name, it in iterators.items()}
+
+
+# ------------------------------------------------------------------ the module
+
+
+class SemiMTLModule(pl.LightningModule):
+    """Generator, discriminators and the Algorithm 1 iteration for any method.
+
+    Args:
+        cfg: validated training config.
+        meta: checkpoint metadata (see :func:`build_meta`).
+        height_ratios: per dataset, factor that converts its loader's normalised height
+            into the model's height unit (1 when the scales agree).
+        run_dir: where previews are written (``None``: no previews).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        meta: ModelMeta,
+        height_ratios: dict[str, float] | None = None,
+        run_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.plan = plan_method(cfg)
+        self.meta = meta
+        self.height_ratios = height_ratios or {}
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.num_classes = len(meta.classes)
+        self.generator = MultiTaskNet(
+            encoder_name=cfg.model.encoder,
+            in_channels=len(meta.bands),
+            num_classes=self.num_classes,
+            tasks=self.plan.tasks,
+            encoder_weights=cfg.model.encoder_weights,
+            output_stride=cfg.model.output_stride,
+        )
+        self.discriminators = nn.ModuleDict()
+        if self.plan.discriminator != "none":
+            for task in self.plan.tasks:
+                in_ch = self.num_classes if task == "seg" else 1
+                self.discriminators[task] = Discriminator(in_ch, self.plan.d_outputs)
+        if cfg.trainer.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # -- optimisers ---------------------------------------------------------
+    def build_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None, Any]:
+        """SGD + poly schedule for G, Adam for the discriminators (section 4.1)."""
+        o = self.cfg.optim
+        opt_g = torch.optim.SGD(
+            self.generator.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt_g, poly_lambda(self.cfg.trainer.max_steps, o.poly_power)
+        )
+        opt_d = None
+        if len(self.discriminators):
+            opt_d = torch.optim.Adam(
+                self.discriminators.parameters(), lr=o.d_lr, betas=tuple(o.d_betas)
+            )
+        return opt_g, opt_d, sched
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning's flexible return type
+        """Lightning hook: optimisers and the (manually stepped) poly schedule."""
+        opt_g, opt_d, sched = self.build_optimizers()
+        opts = [opt_g] + ([opt_d] if opt_d is not None else [])
+        return opts, [{"scheduler": sched, "interval": "step"}]
+
+    # -- data ---------------------------------------------------------------
+    def _num_batches(self, epoch: int) -> int:
+        t = self.cfg.trainer
+        return max(0, min(t.steps_per_epoch, t.max_steps - epoch * t.steps_per_epoch))
+
+    def train_dataloader(self) -> "ZippedLoaders":
+        """Per-epoch loaders, one per dataset, seeded from (seed, dataset, epoch, rank)."""
+        epoch = self.current_epoch
+        rank = self.global_rank if self._trainer is not None else 0
+        loaders = {}
+        for role in self.plan.datasets:
+            spec = self.cfg.data.datasets[role.index]
+            request = TrainLoaderRequest(
+                tasks=role.labelled,
+                crop_size=self.cfg.data.crop_size,
+                batch_size=self.cfg.data.batch_size,
+                num_batches=self._num_batches(epoch),
+                num_workers=self.cfg.data.num_workers,
+                seed=mix_seed(self.cfg.seed, role.index, epoch, rank) % (2**31),
+                mean=list(self.meta.mean),
+                std=list(self.meta.std),
+                augment=self.cfg.data.augment,
+            )
+            loaders[role.name] = get_kind(spec.kind).train_loader(spec, request)
+        return ZippedLoaders(loaders)
+
+    # -- the iteration --------------------------------------------------------
+    def _prepare(self, name: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(batch)
+        if self.cfg.trainer.channels_last:
+            out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        ratio = self.height_ratios.get(name, 1.0)
+        if "height" in out and ratio != 1.0:
+            out["height"] = out["height"] * ratio
+        return out
+
+    def generator_step(
+        self,
+        batches: dict[str, dict[str, torch.Tensor]],
+        opt_g: Any,
+        backward: Any = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+        """Algorithm 1, G part: D frozen, one step on the sum over datasets.
+
+        Returns the logged loss terms and the detached predictions per dataset.
+        """
+        backward = backward or (lambda loss: loss.backward())
+        set_requires_grad(self.discriminators, False)
+        set_requires_grad(self.generator, True)
+        self.generator.train()
+        self.discriminators.eval()  # frozen: no spectral-norm power iteration either
+        terms: dict[str, torch.Tensor] = {}
+        predictions: dict[str, dict[str, torch.Tensor]] = {}
+        total = None
+        for role in self.plan.datasets:
+            batch = self._prepare(role.name, batches[role.name])
+            check_batch(role, batch)
+            outputs = self.generator(batch["image"])
+            parts = generator_losses(self.plan, role, outputs, batch, self.discriminators, self.cfg.loss)
+            for key, value in parts.items():
+                terms[f"{role.name}/{key}"] = value.detach()
+                total = value if total is None else total + value
+            predictions[role.name] = {t: outputs[t].detach() for t in role.tasks}
+        assert total is not None  # every plan has a supervised term
+        terms["loss_g"] = total.detach()
+        opt_g.zero_grad(set_to_none=True)
+        backward(total)
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)  # free the memory before the D step
+        set_requires_grad(self.discriminators, True)
+        return terms, predictions
+
+    def discriminator_step(
+        self,
+        batches: dict[str, dict[str, torch.Tensor]],
+        predictions: dict[str, dict[str, torch.Tensor]],
+        opt_d: Any,
+        backward: Any = None,
+    ) -> dict[str, torch.Tensor]:
+        """Algorithm 1, D part: G frozen, every D_t updated with the sum over datasets."""
+        if opt_d is None:
+            return {}
+        backward = backward or (lambda loss: loss.backward())
+        set_requires_grad(self.generator, False)
+        set_requires_grad(self.discriminators, True)
+        self.discriminators.train()
+        terms: dict[str, torch.Tensor] = {}
+        total = None
+        for role in self.plan.datasets:
+            batch = self._prepare(role.name, batches[role.name])
+            parts = discriminator_losses(
+                self.plan, role, predictions[role.name], batch, self.discriminators,
+                self.num_classes, self.cfg.loss,
+            )
+            for key, value in parts.items():
+                terms[f"{role.name}/D_{key}"] = value.detach()
+                total = value if total is None else total + value
+        if total is not None:
+            terms["loss_d"] = total.detach()
+            opt_d.zero_grad(set_to_none=True)
+            backward(total)
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+        set_requires_grad(self.generator, True)
+        return terms
+
+    def iteration_index(self, batch_idx: int) -> int:
+        """0-based iteration number (independent of Lightning's optimiser-step counter)."""
+        return self.current_epoch * self.cfg.trainer.steps_per_epoch + batch_idx
+
+    def reseed(self, iteration: int) -> None:
+        """Seed every RNG from (seed, iteration, rank): dropout etc. are resumable exactly."""
+        seed = mix_seed(self.cfg.seed, iteration, self.global_rank if self._trainer else 0)
+        torch.manual_seed(seed)
+        np.random.seed(seed % (2**32))
+        random.seed(seed)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One Algorithm 1 iteration with Lightning's manual optimisation."""
+        iteration = self.iteration_index(batch_idx)
+        self.reseed(iteration)
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        opt_g, opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
+        sched = self.lr_schedulers()
+        terms, preds = self.generator_step(batch, opt_g, self.manual_backward)
+        sched.step()
+        terms.update(self.discriminator_step(batch, preds, opt_d, self.manual_backward))
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=False)
+        self.log("lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
+        self.log("loss_g", terms["loss_g"], prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        every = self.cfg.trainer.preview_every
+        if every and self.run_dir is not None and (iteration + 1) % every == 0 and self.global_rank == 0:
+            self.write_preview(batch, preds, iteration + 1)
+
+    # -- outputs ------------------------------------------------------------
+    def write_preview(self, batches: dict[str, Any], preds: dict[str, Any], iteration: int) -> Path:
+        """PNG of the first sample of every dataset: image, GT and prediction per task."""
+        mean = torch.tensor(self.meta.mean).view(-1, 1, 1)
+        std = torch.tensor(self.meta.std).view(-1, 1, 1)
+        scale = self.meta.height_scale
+        rows = []
+        for role in self.plan.datasets:
+            b = batches[role.name]
+            image = (b["image"][0].detach().float().cpu() * std + mean).numpy()
+            p = preds[role.name]
+            h = b.get("height")
+            ratio = self.height_ratios.get(role.name, 1.0)
+            rows.append(
+                PreviewRow(
+                    name=role.name,
+                    image=image,
+                    mask=b["mask"][0].cpu().numpy() if "mask" in b else None,
+                    pred_class=p["seg"][0].argmax(0).cpu().numpy() if "seg" in p else None,
+                    height=None if h is None else (h[0].float().cpu().numpy().squeeze() * ratio * scale),
+                    pred_height=None if "height" not in p else p["height"][0, 0].float().cpu().numpy() * scale,
+                )
+            )
+        assert self.run_dir is not None
+        return save_preview(
+            self.run_dir / "previews" / f"iter_{iteration:07d}.png", rows, self.meta.classes,
+            title=f"{self.plan.label} - iteration {iteration}",
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint-contract dict (generator, metadata, resolved config)."""
+        return checkpoint_payload(self.generator, self.meta, self.cfg.to_dict())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the contract payload so Lightning checkpoints load like ``model.pt``."""
+        checkpoint[CHECKPOINT_KEY] = self.payload()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint writer that never leaves a half-written file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to a temporary file, then rename it over ``path``."""
+        atomic_torch_save(checkpoint, path)
+
+
+class EpochCheckpoint(Callback):
+    """Save ``checkpoints/last.ckpt`` at the end of every epoch (= every steps_per_epoch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning hook."""
+        trainer.save_checkpoint(self.path)
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its outputs."""
+
+    run_dir: Path
+    checkpoint: Path
+    model_path: Path
+    module: SemiMTLModule
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """``auto``: bf16 autocast on a CUDA GPU, fp32 otherwise."""
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (or continue the run there with ``resume=True``).
+
+    Raises:
+        UserError: nothing to resume, data problems reported by the dataset kinds.
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not ckpt_path.is_file():
+        raise UserError(f"Nothing to resume: '{ckpt_path}' does not exist; start the run without --resume.")
+    plan = plan_method(cfg)
+    infos = describe_datasets(cfg, plan)
+    meta = build_meta(cfg, plan, infos)
+    model_scale = meta.height_scale
+    ratios = {
+        role.name: float(infos[role.name].height_scale) / model_scale
+        for role in plan.datasets if "height" in role.labelled
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SemiMTLModule(cfg, meta, ratios, run_dir)
+    t = cfg.trainer
+    # one log folder per session (a resumed run must not overwrite the earlier metrics.csv)
+    session = f"version_{len(list((run_dir / 'logs').glob('version_*')))}"
+    strategy: Any = "ddp_find_unused_parameters_true" if t.devices > 1 else "auto"
+    trainer = pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=strategy,
+        precision=resolve_precision(cfg),  # type: ignore[arg-type]
+        max_epochs=math.ceil(t.max_steps / t.steps_per_epoch),
+        max_steps=-1,
+        logger=[
+            CSVLogger(run_dir, name="logs", version=session),
+            TensorBoardLogger(run_dir, name="logs", version=session, default_hp_metric=False),
+        ],
+        callbacks=[EpochCheckpoint(ckpt_path), *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, t.log_every),
+        reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=run_dir,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
+        trainer.fit(module, ckpt_path=str(ckpt_path) if resume else None)
+    model_path = run_dir / "model.pt"
+    if trainer.is_global_zero:
+        save_model_checkpoint(model_path, module.generator, module.meta, cfg.to_dict())
+    return TrainResult(run_dir, ckpt_path, model_path, module)

@@ -1,0 +1,90 @@
+"""PNG previews of training progress: image, ground truth and prediction per dataset."""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semimtl_geo.classes import IGNORE_INDEX, ClassTable
+
+
+@dataclass
+class PreviewRow:
+    """One dataset's first sample of a batch (CPU numpy arrays).
+
+    Attributes:
+        image: ``C x H x W`` float pixels in [0, 1] (de-normalised).
+        mask / pred_class: ``H x W`` class ids (``None`` when absent).
+        height / pred_height: ``H x W`` heights in metres (``None`` when absent).
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    pred_class: np.ndarray | None
+    height: np.ndarray | None
+    pred_height: np.ndarray | None
+
+
+def colorize(labels: np.ndarray, classes: ClassTable) -> np.ndarray:
+    """Class ids to an RGB image (ignore pixels black)."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for i, colour in enumerate(classes.colors):
+        lut[i] = colour
+    lut[IGNORE_INDEX] = 0
+    return lut[np.clip(labels.astype(np.int64), 0, 255)]
+
+
+def save_preview(path: str | Path, rows: list[PreviewRow], classes: ClassTable, title: str = "") -> Path:
+    """Write a grid (rows = datasets; columns = image, GT/pred class, GT/pred height)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    heights = [a for r in rows for a in (r.height, r.pred_height) if a is not None]
+    finite = np.concatenate([h[np.isfinite(h)].ravel() for h in heights]) if heights else np.zeros(1)
+    vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    cols = ["image", "GT class", "pred class", "GT height (m)", "pred height (m)"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.4 * len(cols), 2.4 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        img = np.clip(np.moveaxis(row.image[:3], 0, -1), 0, 1)
+        panels = [
+            img,
+            None if row.mask is None else colorize(row.mask, classes),
+            None if row.pred_class is None else colorize(row.pred_class, classes),
+            row.height,
+            row.pred_height,
+        ]
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row.name, fontsize=8)
+            if panel is None:
+                ax.text(0.5, 0.5, "no label" if c in (1, 3) else "-", ha="center", va="center", fontsize=8)
+                continue
+            if c >= 3:
+                ax.imshow(panel, cmap="viridis", vmin=0, vmax=vmax)
+            else:
+                ax.imshow(panel)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

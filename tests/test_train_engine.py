@@ -1,0 +1,213 @@
+"""Training engine end to end: learning, exact resume, checkpoints, CLI, config errors."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+import _toy_kind as toy
+from semimtl_geo.checkpoint import load_model_checkpoint
+from semimtl_geo.cli.main import main
+from semimtl_geo.errors import UserError
+from semimtl_geo.training.config import config_from_dict, load_config
+from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets, train
+from semimtl_geo.training.methods import plan_method
+
+
+@pytest.fixture(autouse=True)
+def toy_kind():
+    toy.register()
+    yield from toy.single_thread()
+    toy.unregister()
+
+
+def test_loss_decreases_on_a_trivially_learnable_batch():
+    d = toy.toy_config_dict("jtl", max_steps=1000)
+    for ds in d["data"]["datasets"]:
+        ds["options"].update(fixed=True, block=16)  # the same batch every iteration
+    cfg = config_from_dict(d)
+    plan = plan_method(cfg)
+    torch.manual_seed(0)
+    module = SemiMTLModule(cfg, build_meta(cfg, plan, describe_datasets(cfg, plan)))
+    opt_g, _, sched = module.build_optimizers()
+    batches = {r.name: b[0] for r, b in zip(plan.datasets, module.train_dataloader().loaders.values())}
+    seg, height = [], []
+    for _ in range(30):
+        terms, _ = module.generator_step(batches, opt_g)
+        sched.step()
+        seg.append(float(terms["a/seg/sup"]))
+        height.append(float(terms["b/height/sup"]))
+    assert sum(seg[-5:]) / 5 < 0.5 * sum(seg[:5]) / 5
+    assert sum(height[-5:]) / 5 < 0.7 * sum(height[:5]) / 5
+    assert sched.get_last_lr()[0] == pytest.approx(0.01 * (1 - 30 / 1000) ** 0.9)  # poly
+
+
+class StopAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+@pytest.fixture(scope="module")
+def semimtl_runs(tmp_path_factory):
+    toy.register()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    cfg = config_from_dict(toy.toy_config_dict("semimtl", max_steps=4, steps_per_epoch=2, preview_every=2))
+    full = train(cfg, root / "full")
+    train(cfg, root / "split", callbacks=[StopAfterFirstEpoch()])
+    interrupted = load_model_checkpoint(root / "split" / "checkpoints" / "last.ckpt")
+    resumed = train(cfg, root / "split", resume=True)
+    torch.set_num_threads(threads)
+    return root, full, interrupted, resumed
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(semimtl_runs):
+    _, full, interrupted, resumed = semimtl_runs
+    a = full.module.state_dict()
+    b = resumed.module.state_dict()
+    assert a.keys() == b.keys()
+    assert any(k.startswith("discriminators.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the interrupted run really stopped halfway: its generator differs from the final one
+    mid = interrupted.model.state_dict()
+    assert any(not torch.equal(mid[k], full.module.generator.state_dict()[k]) for k in mid)
+    ckpt = torch.load(full.checkpoint, weights_only=False)
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 4  # poly schedule state is saved
+    assert len(ckpt["optimizer_states"]) == 2  # G (SGD) and D (Adam)
+
+
+def test_run_outputs_and_checkpoint_contract(semimtl_runs):
+    root, full, _, _ = semimtl_runs
+    run = root / "full"
+    for name in ("config.yaml", "model.pt", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "previews").glob("*.png")) == [
+        "iter_0000002.png", "iter_0000004.png"
+    ]
+    rows = list(csv.DictReader(open(next(run.glob("logs/version_*/metrics.csv")))))
+    assert any(r.get("train/loss_d") for r in rows) and any(r.get("train/a/seg/sup") for r in rows)
+    assert list(run.glob("logs/version_*/events.out.tfevents.*"))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["method"] == "semimtl" and saved["trainer"]["max_steps"] == 4
+    for path in (run / "model.pt", run / "checkpoints" / "last.ckpt"):
+        loaded = load_model_checkpoint(path)
+        assert loaded.model.tasks == ("seg", "height")
+        assert loaded.meta.height_scale == 20.0  # the height-labelled dataset's scale
+        assert loaded.meta.bands == ["IR", "R", "G"] and loaded.meta.gsd == 0.09
+        assert loaded.meta.classes.names[1] == "building"
+        assert loaded.meta.patch_size == 32
+        assert loaded.config["data"]["datasets"][1]["tasks"] == ["height"]
+    g = full.module.generator.state_dict()
+    for k, v in load_model_checkpoint(run / "model.pt").model.state_dict().items():
+        assert torch.equal(v, g[k]), k
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    cfg = config_from_dict(toy.toy_config_dict("jtl"))
+    with pytest.raises(UserError, match="Nothing to resume"):
+        train(cfg, tmp_path / "empty", resume=True)
+
+
+def test_cli_train_and_evaluate(semimtl_runs, tmp_path, capsys):
+    root = semimtl_runs[0]
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy.toy_config_dict("jtl")))
+    for method in ("stl_seg", "stl_height"):
+        assert main(["train", "-c", str(config), "-o", str(tmp_path / method), "--method", method,
+                     "--max-steps", "1", "trainer.steps_per_epoch=1"]) == 0
+    assert yaml.safe_load((tmp_path / "stl_seg" / "config.yaml").read_text())["method"] == "stl_seg"
+    report = tmp_path / "report"
+    assert main([
+        "evaluate", "-c", str(root / "full"), "--baseline-seg", str(tmp_path / "stl_seg"),
+        "--baseline-height", str(tmp_path / "stl_height" / "model.pt"), "-o", str(report),
+        "--device", "cpu",
+    ]) == 0
+    md = (tmp_path / "report.md").read_text()
+    js = yaml.safe_load((tmp_path / "report.json").read_text())
+    assert "RMSE (m)" in md and "## a" in md and "## b" in md
+    assert [r["method"] for r in js["rows"]] == ["STL Seg", "STL Depth", "SemiMTL (M2)"]
+    semimtl = js["rows"][2]["datasets"]
+    for name in ("a", "b"):  # both tasks evaluated on both datasets (full eval tiles)
+        assert semimtl[name]["samples"] == 2
+        assert semimtl[name]["seg"]["pixels"] == 2 * 72 * 72 - 2  # one ignore pixel per tile
+        assert semimtl[name]["height"]["pixels"] == 2 * 72 * 72 - 2  # one NaN per tile
+        assert isinstance(semimtl[name]["delta_m"], float)
+    assert js["rows"][0]["datasets"]["a"]["height"] is None  # STL seg has no height head
+    assert js["rows"][0]["datasets"]["a"]["delta_m"] == 0.0
+
+
+def test_cli_resume(tmp_path):
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy.toy_config_dict("stl_seg", max_steps=1, steps_per_epoch=1)))
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(config), "-o", str(run)]) == 0
+    assert main(["train", "-o", str(run), "--resume", "--max-steps", "2"]) == 0
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 1 + 1
+    assert len(list(run.glob("logs/version_*"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_step=3", "Unknown config key 'trainer.max_step'"),
+        ("trainer.max_steps=abc", "'trainer.max_steps' must be int"),
+        ("loss.w_seg=[1]", "'loss.w_seg' must be float"),
+        ("method=fancy", "'method' must be one of"),
+        ("mode=m4", "'mode' must be one of"),
+        ("data.datasets.0.kind=nope", "Unknown dataset kind 'nope'"),
+        ("data.datasets.0.tasks=[depth]", "unknown task"),
+        ("data.datasets.0.colour=red", "Unknown config key 'data.datasets[0].colour'"),
+        ("model.output_stride=8.5", "'model.output_stride' must be int"),
+        ("trainer.max_steps=0", "'trainer.max_steps' must be positive"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, capsys, override, message):
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy.toy_config_dict("semimtl")))
+    assert main(["train", "-c", str(config), "-o", str(tmp_path / "r"), override]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_method_needs_matching_labels():
+    d = toy.toy_config_dict("da_seg")
+    d["data"]["datasets"][1]["tasks"] = ["seg", "height"]
+    with pytest.raises(UserError, match="every dataset has them"):
+        config_from_dict(d)
+    d = toy.toy_config_dict("stl_height")
+    d["data"]["datasets"][1]["tasks"] = ["seg"]
+    with pytest.raises(UserError, match="needs a dataset with 'height' labels"):
+        config_from_dict(d)
+
+
+def test_base_files_and_overrides(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(toy.toy_config_dict("semimtl")))
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\nmethod: semimtl\nmode: m3\nloss: {lambda_inter: 0.01}\n")
+    cfg = load_config(child, ["data.datasets.1.root=/x", "optim.lr=0.02"])
+    assert cfg.mode == "m3" and cfg.loss.lambda_inter == 0.01 and cfg.loss.lambda_intra == 0.001
+    assert cfg.data.datasets[1].root == "/x" and cfg.data.datasets[0].name == "a"
+    assert cfg.optim.lr == 0.02 and cfg.optim.momentum == 0.9
+
+
+def test_shipped_isprs_configs_are_the_paper_setting():
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "isprs.yaml")
+    assert [(d.name, d.tasks) for d in cfg.data.datasets] == [("potsdam", ["seg"]), ("vaihingen", ["height"])]
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.poly_power) == (0.01, 0.9, 1e-4, 0.9)
+    assert (cfg.optim.d_lr, cfg.optim.d_betas) == (1e-4, [0.9, 0.99])
+    assert (cfg.loss.w_seg, cfg.loss.w_height, cfg.loss.lambda_intra, cfg.loss.lambda_inter) == (1.0, 0.01, 1e-3, 1e-4)
+    assert cfg.data.crop_size == 384 and cfg.model.output_stride == 8 and cfg.method == "semimtl"
+    for path in sorted((repo / "configs").glob("isprs_*.yaml")):
+        sub = load_config(path)
+        assert sub.data.datasets == cfg.data.datasets
+        assert path.stem.removeprefix("isprs_").startswith(sub.method)
