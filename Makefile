@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast test-qgis lint demo clean
+.PHONY: venv test test-qgis lint demo clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 ## Tests in a real QGIS (marked `qgis`): installs Debian's QGIS 3 packages when missing
-## (apt-get, about 45 s), then runs the plugin and Predict headless (about 1 min).
+## (apt-get, 1-3 min), then runs the plugin and Predict headless (about 1 min).
 QGIS_PACKAGES := qgis python3-qgis qgis-providers
 test-qgis: venv
 	@set -e; \
@@ -37,6 +37,10 @@ test-qgis: venv
 	fi; \
 	test -x /usr/bin/qgis_process.bin || { echo "QGIS install failed: no /usr/bin/qgis_process.bin"; exit 1; }
 	$(PY) -m pytest -q -m qgis tests/test_qgis_plugin.py
+
+## Run the whole pipeline on embedded synthetic data (outputs in runs/demo/).
+demo: venv
+	$(VENV)/bin/semimtl-geo demo -o runs/demo --overwrite
 
 lint: venv
 	$(PY) -m ruff check .

@@ -21,6 +21,23 @@ import time
 from pathlib import Path
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB.
+
+    Linux keeps ``ru_maxrss`` across fork+exec, so a child started by the (large)
+    synthesizing parent would report the parent's peak; ``VmHWM`` is reset by exec.
+    """
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return max(int(line.split()[1]) / 1024.0, children)
+    except OSError:
+        pass
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, children)
+
+
 def _prepare_child(src: Path, out: Path, workers: int) -> None:
     from semimtl_geo.data.prepare import PrepareOptions, prepare_isprs
 
@@ -29,11 +46,9 @@ def _prepare_child(src: Path, out: Path, workers: int) -> None:
     vaihingen = src / "vaihingen" if (src / "vaihingen").exists() else None
     report = prepare_isprs(potsdam, vaihingen, out, PrepareOptions(workers=workers, progress=False))
     wall = time.perf_counter() - t0
-    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({
         "wall_s": wall,
-        "peak_rss_mb": max(rss_self, rss_children) / 1024.0,
+        "peak_rss_mb": _peak_rss_mb(),
         "tiles": [
             {"dataset": r.dataset, "tile": r.tile, "ok": r.ok, "seconds": r.seconds,
              "source_mb": r.source_bytes / 1e6,

@@ -34,7 +34,7 @@ from semimtl_geo.data import isprs
               show_default=True, help="Metres per normalised Vaihingen nDSM unit (grey level 255).")
 @click.option("--tiles", "tiles", multiple=True,
               help="Only these tile ids (e.g. 2_10 for Potsdam, 1 for Vaihingen area 1); "
-                   "repeatable.")
+                   "repeatable; a dataset given no ids is prepared in full.")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tiles prepared in parallel (each worker holds about one tile in memory).")
 @click.option("--overwrite", is_flag=True,
@@ -55,8 +55,11 @@ def prepare_isprs_cmd(potsdam, vaihingen, out, potsdam_bands, labels, target_gsd
 
     tile_sel = None
     if tiles:
-        tile_sel = {"potsdam": [t for t in tiles if "_" in t],
-                    "vaihingen": [t for t in tiles if "_" not in t]}
+        # Potsdam ids look like 2_10, Vaihingen ids are area numbers; a dataset none of the
+        # ids belongs to is prepared in full.
+        by_ds = {"potsdam": [t for t in tiles if "_" in t],
+                 "vaihingen": [t for t in tiles if "_" not in t]}
+        tile_sel = {ds: ids for ds, ids in by_ds.items() if ids}
     opts = PrepareOptions(
         target_gsd=target_gsd, potsdam_bands=potsdam_bands, labels=labels, ndsm=ndsm,
         potsdam_ndsm=potsdam_ndsm,

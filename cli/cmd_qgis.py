@@ -6,6 +6,7 @@ folder ``semimtl_geo_qgis`` (a name that cannot shadow this package inside QGIS)
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -67,6 +68,11 @@ def _stage(target_parent: Path, cli: str | None) -> Path:
     for rel in plugin_files():
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, stage / rel)
+    metadata = stage / "metadata.txt"  # the plugin's version follows the package's
+    metadata.write_text(
+        re.sub(r"(?m)^version=.*$", f"version={__version__}", metadata.read_text(encoding="utf-8")),
+        encoding="utf-8",
+    )
     if cli:
         record = {"cli": cli, "python": sys.executable, "version": __version__}
         (stage / INSTALL_CONFIG).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

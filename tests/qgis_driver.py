@@ -7,7 +7,8 @@ one JSON line on stdout.
 Commands:
     style LAYER               renderer type and colours QGIS applies to a predicted raster
                               (.tif) or to the class polygons (.gpkg)
-    cancel PLUGINS_DIR CLI    run Predict with a fake slow CLI and cancel it mid-way
+    load PLUGINS_DIR RASTER CKPT  run Predict and load the results into the project
+    cancel PLUGINS_DIR CLI RASTER run Predict with a fake slow CLI and cancel it mid-way
 """
 
 import json
@@ -66,10 +67,10 @@ class CancelAfterProgress(QgsProcessingFeedback):
             self.cancel()
 
 
-def cancel(plugins_dir: str, cli: str, raster: str) -> dict:
+def load_plugin(plugins_dir: str):
+    """Start Processing and the plugin the way QGIS does at start-up."""
     sys.path.insert(0, "/usr/share/qgis/python/plugins")
     sys.path.insert(0, plugins_dir)
-    import processing  # noqa: F401
     from processing.core.Processing import Processing
 
     Processing.initialize()
@@ -77,6 +78,32 @@ def cancel(plugins_dir: str, cli: str, raster: str) -> dict:
 
     plugin = semimtl_geo_qgis.classFactory(None)
     plugin.initProcessing()
+    return plugin
+
+
+def load(plugins_dir: str, raster: str, checkpoint: str) -> dict:
+    """Run Predict as the toolbox dialog does and report the layers added to the project."""
+    from qgis.core import QgsProject
+
+    plugin = load_plugin(plugins_dir)  # noqa: F841 - keeps the provider alive
+    import processing
+
+    out_dir = tempfile.mkdtemp()
+    processing.runAndLoadResults("semimtl-geo:predict", {
+        "INPUT": raster, "CHECKPOINT": checkpoint, "DEVICE": "cpu", "VECTORIZE": True,
+        "OUTPUT_CLASS": os.path.join(out_dir, "cls.tif"),
+        "OUTPUT_HEIGHT": os.path.join(out_dir, "h.tif"),
+    })
+    return {
+        layer.name(): layer.renderer().type()
+        for layer in QgsProject.instance().mapLayers().values()
+    }
+
+
+def cancel(plugins_dir: str, cli: str, raster: str) -> dict:
+    plugin = load_plugin(plugins_dir)  # noqa: F841 - keeps the provider alive
+    import processing
+
     out_dir = tempfile.mkdtemp()
     feedback = CancelAfterProgress()
     params = {
@@ -102,6 +129,8 @@ def main() -> None:
     command = sys.argv[1]
     if command == "style":
         result = style(sys.argv[2])
+    elif command == "load":
+        result = load(*sys.argv[2:5])
     elif command == "cancel":
         result = cancel(*sys.argv[2:5])
     else:

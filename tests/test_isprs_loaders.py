@@ -18,7 +18,7 @@ from semimtl_geo.data import (
 )
 from semimtl_geo.data.datasets import make_isprs_geodataset
 from semimtl_geo.data.isprs import GridSpec
-from semimtl_geo.data.loaders import dihedral
+from semimtl_geo.data.loaders import dihedral, isprs_geodataset
 from semimtl_geo.data.samplers import (
     RandomTileCropSampler,
     TileGrid,
@@ -122,6 +122,13 @@ def test_train_loader_tasks_select_keys(prepared):
         make_isprs_train_loader(prepared, "potsdam", tasks=("depth",))
 
 
+def test_train_loader_with_worker_processes(prepared):
+    kw = dict(tasks=("seg",), crop_size=48, batch_size=2, samples_per_epoch=4, seed=1)
+    in_process = [b["mask"] for b in make_isprs_train_loader(prepared, "potsdam", **kw)]
+    workers = [b["mask"] for b in make_isprs_train_loader(prepared, "potsdam", num_workers=2, **kw)]
+    assert len(workers) == 2 and all(torch.equal(a, b) for a, b in zip(in_process, workers))
+
+
 def test_random_crops_stay_inside_one_tile(prepared):
     records = list_isprs_tiles(prepared, "potsdam", "all")
     tiles = [r.grid() for r in records]
@@ -177,8 +184,15 @@ def test_geodataset_combines_layers(prepared):
     recs = list_isprs_tiles(prepared, "potsdam", "test")
     ds = make_isprs_geodataset([r.image_path for r in recs], [r.mask_path for r in recs],
                                [r.height_path for r in recs])
-    w = grid_windows(recs[0].grid(), GridSpec(48, 0.5))[0]
+    w = grid_windows(recs[0].grid(), GridSpec(48, 0.5))[-1]
     sample = ds[w.geoslice()]
+    tile = read_isprs_tile(recs[0])
+    raw = torch.from_numpy(tile.image[:, w.row:w.row + 48, w.col:w.col + 48]).float()
+    assert torch.equal(sample["image"], raw)  # raw pixel values, exact window
+    # Split selection: the test-split dataset holds exactly the test tiles' files.
+    geo = isprs_geodataset(prepared, "potsdam", "test", tasks=("seg",))
+    files = sorted(geo.datasets[0].files)
+    assert files == sorted(str(r.image_path) for r in recs)
     assert sample["image"].shape == (3, 48, 48)
     assert sample["mask"].shape == (48, 48) and sample["height"].shape == (48, 48)
     assert sample["mask"].dtype == torch.int64 and sample["height"].dtype == torch.float32

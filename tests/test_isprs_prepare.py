@@ -104,6 +104,17 @@ def test_prepare_every_layout(tmp_path, layout, nesting):
     t313 = next(t for t in pots["tiles"] if t["tile_id"] == "3_13")
     assert "fitted" in t313["ndsm_note"]  # the one-row-short nDSM was padded
     assert t313["width"] == t313["height"] == int(P_SIZE * 0.05 / 0.09)
+    if layout == "outer-zip":  # the outer zips themselves can be given instead of folders
+        out2 = tmp_path / "out2"
+        assert main(["prepare-isprs", "--potsdam", str(src / "potsdam/Potsdam.zip"),
+                     "--vaihingen", str(src / "vaihingen/Vaihingen.zip"), "-o", str(out2),
+                     "--no-progress", "--no-preview", "--tiles", "2_10"]) == 0
+        m2 = json.loads((out2 / "manifest.json").read_text())["datasets"]
+        assert [t["tile_id"] for t in m2["potsdam"]["tiles"]] == ["2_10"]
+        assert len(m2["vaihingen"]["tiles"]) == 3  # no Vaihingen ids given: all areas
+        src_name = m2["potsdam"]["tiles"][0]["sources"]["image"]
+        assert src_name.endswith("Potsdam.zip!Potsdam/3_Ortho_IRRG.zip!3_Ortho_IRRG/"
+                                 "top_potsdam_2_10_IRRG.tif")
 
 
 def test_resampling_preserves_area_and_majority(tmp_path):

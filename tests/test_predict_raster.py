@@ -325,7 +325,8 @@ def test_vectorize_stitches_regions_across_strips(tmp_path):
     np.testing.assert_allclose(a.height_mean, b.height_mean, rtol=1e-6)
     np.testing.assert_allclose(a.geometry.area, b.geometry.area)
     big = b[b.class_id == 3]
-    assert len(big) == 1 and big.pixels.iloc[0] == 450 and big.geometry.iloc[0].geom_type == "Polygon"
+    assert len(big) == 1 and big.pixels.iloc[0] == 450
+    assert big.geometry.iloc[0].geom_type == "Polygon"
 
 
 def test_unknown_task_is_a_user_error(ckpt):

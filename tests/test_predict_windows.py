@@ -145,3 +145,30 @@ def test_stub_model_shapes_are_honoured():
     net = StubNet()
     out = net(torch.zeros(2, 3, 64, 64))
     assert out["seg"].shape == (2, 6, 64, 64) and out["height"].shape == (2, 1, 64, 64)
+
+
+def test_engine_streams_strips_and_emits_each_row_once():
+    """Memory stays O(patch x width): only patch-high strips are read, rows leave in order."""
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    loaded = stub_loaded()
+    predictor = WindowPredictor(loaded)
+    image = textured(300, 90)
+    grid = make_grid(300, 90, 64, 0.5)
+    reads, emitted = [], []
+
+    def read_strip(y0, y1):
+        reads.append((y0, y1))
+        return image[:, y0:y1], np.ones((y1 - y0, 90), bool)
+
+    def sink(rows):
+        emitted.append((rows.row_start, rows.valid.shape[0]))
+
+    run_sliding_windows(grid, read_strip, predictor, sink, batch_size=3)
+    assert all(y1 - y0 == 64 for y0, y1 in reads)
+    assert [r for r, _ in reads] == list(grid.row_starts)
+    starts = [r for r, _ in emitted]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert sum(n for _, n in emitted) == 300
+    assert all(a + n == b for (a, n), (b, _) in zip(emitted, emitted[1:]))

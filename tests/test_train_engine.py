@@ -3,12 +3,12 @@
 import csv
 from pathlib import Path
 
+import _toy_kind as toy
 import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-import _toy_kind as toy
 from semimtl_geo.checkpoint import load_model_checkpoint
 from semimtl_geo.cli.main import main
 from semimtl_geo.errors import UserError

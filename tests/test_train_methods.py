@@ -2,11 +2,11 @@
 
 import copy
 
+import _toy_kind as toy
 import pytest
 import torch
 import torch.nn.functional as F
 
-import _toy_kind as toy
 from semimtl_geo.training.config import config_from_dict
 from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets
 from semimtl_geo.training.methods import (

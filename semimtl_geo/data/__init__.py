@@ -5,6 +5,7 @@
 _ISPRS_EXPORTS = {
     "read_manifest", "dataset_info", "make_isprs_train_loader", "make_isprs_grid_loader",
     "list_isprs_tiles", "read_isprs_tile", "TileRecord", "TileArrays", "ISPRSInfo",
+    "isprs_geodataset",
 }
 
 

@@ -11,12 +11,13 @@ grid at the target GSD, so reads are windowed copies, never resampling:
 * :class:`PreparedHeight` - ``<dataset>/ndsm/*.tif``: float32 normalised nDSM, NaN =
   nodata. Key ``height``, float32 HxW.
 
-:func:`make_isprs_geodataset` intersects the layers a task list needs into one dataset whose
-samples hold ``image``, ``mask`` and ``height`` together, restricted to the tiles of one
-split. All layers read with nearest resampling, so class ids and heights are never blended
-even if a query were off-grid. Georeferencing meant for writing results back must come
-from the float64 tile records (:mod:`semimtl_geo.data.loaders`), never from the float32
-``bounds``/``transform`` tensors torchgeo puts in samples.
+Each has a Potsdam and a Vaihingen subclass (:data:`LAYERS`) that only picks up that
+dataset's files. :func:`make_isprs_geodataset` intersects the layers a task list needs
+into one dataset whose samples hold ``image``, ``mask`` and ``height`` together, restricted
+to the tiles of one split. All layers read with nearest resampling, so class ids and
+heights are never blended even if a query were off-grid. Georeferencing meant for writing
+results back must come from the float64 tile records (:mod:`semimtl_geo.data.loaders`),
+never from the float32 ``bounds``/``transform`` tensors torchgeo puts in samples.
 """
 
 from __future__ import annotations
@@ -71,6 +72,49 @@ class PreparedHeight(_PreparedLayer):
         super().__init__(paths, **kwargs)
 
 
+class PotsdamImage(PreparedImage):
+    """Prepared Potsdam images (IRRG by default, 9 cm, EPSG:32633)."""
+
+    filename_glob = "potsdam_*.tif"
+
+
+class PotsdamMask(PreparedMask):
+    """Prepared Potsdam class ids."""
+
+    filename_glob = "potsdam_*.tif"
+
+
+class PotsdamHeight(PreparedHeight):
+    """Prepared Potsdam normalised nDSM (``1_DSM_normalisation``, lastools)."""
+
+    filename_glob = "potsdam_*.tif"
+
+
+class VaihingenImage(PreparedImage):
+    """Prepared Vaihingen IR-R-G images (9 cm, local grid unless georeferenced)."""
+
+    filename_glob = "vaihingen_*.tif"
+
+
+class VaihingenMask(PreparedMask):
+    """Prepared Vaihingen class ids."""
+
+    filename_glob = "vaihingen_*.tif"
+
+
+class VaihingenHeight(PreparedHeight):
+    """Prepared Vaihingen normalised nDSM (Gerke's ``ndsm_09cm_matching_area{N}.bmp``)."""
+
+    filename_glob = "vaihingen_*.tif"
+
+
+#: dataset -> (image, mask, height) layer classes.
+LAYERS: dict[str, tuple[type[PreparedImage], type[PreparedMask], type[PreparedHeight]]] = {
+    "potsdam": (PotsdamImage, PotsdamMask, PotsdamHeight),
+    "vaihingen": (VaihingenImage, VaihingenMask, VaihingenHeight),
+}
+
+
 def _rename_mask_to_height(sample: Sample) -> Sample:
     sample["height"] = sample.pop("mask")
     return sample
@@ -93,6 +137,7 @@ def make_isprs_geodataset(
     mask_files: Sequence[str | Path] | None = None,
     height_files: Sequence[str | Path] | None = None,
     transforms: Callable[[Sample], Sample] | None = None,
+    dataset: str | None = None,
 ) -> RasterDataset | IntersectionDataset:
     """Combine prepared layers into one dataset whose samples hold image, mask and height.
 
@@ -101,13 +146,17 @@ def make_isprs_geodataset(
         mask_files: matching label GeoTIFFs, or None to leave ``mask`` out.
         height_files: matching nDSM GeoTIFFs, or None to leave ``height`` out.
         transforms: applied to each combined sample.
+        dataset: ``potsdam``/``vaihingen`` to use that dataset's layer classes.
 
     Returns:
         A torchgeo dataset indexed by ``GeoSlice`` queries (see :mod:`.samplers`).
 
     """
-    ds: RasterDataset | IntersectionDataset = PreparedImage([str(p) for p in image_files])
-    for files, cls in ((mask_files, PreparedMask), (height_files, PreparedHeight)):
+    image_cls, mask_cls, height_cls = (
+        LAYERS[dataset] if dataset else (PreparedImage, PreparedMask, PreparedHeight)
+    )
+    ds: RasterDataset | IntersectionDataset = image_cls([str(p) for p in image_files])
+    for files, cls in ((mask_files, mask_cls), (height_files, height_cls)):
         if files:
             ds = IntersectionDataset(ds, cls([str(p) for p in files]),
                                      collate_fn=merge_layer_samples)

@@ -9,6 +9,7 @@ per-band mean/std of the train images (pixel/255 scale). Public API:
   (:meth:`ISPRSInfo.model_meta` fills a :class:`semimtl_geo.checkpoint.ModelMeta`).
 * :func:`make_isprs_train_loader` - random crops as batched training dicts.
 * :func:`make_isprs_grid_loader` - the per-tile 512 px / 50 % evaluation grid as batches.
+* :func:`isprs_geodataset` - the underlying torchgeo dataset of one split.
 * :func:`list_isprs_tiles` / :func:`read_isprs_tile` - whole tiles with float64
   georeferencing, for evaluation over full test tiles and for writing results back.
 
@@ -282,6 +283,17 @@ class NormalisedSamples(Dataset):
         return out
 
 
+def isprs_geodataset(prepared_root: str | Path, dataset: str, split: str = "train",
+                     tasks: Sequence[str] = ("seg", "height")):
+    """Build the torchgeo dataset (image & mask & height layers) of one prepared split.
+
+    Index it with the ``GeoSlice`` queries of :mod:`semimtl_geo.data.samplers`; samples hold
+    raw pixel values (float32 0-255) under ``image``, plus ``mask``/``height`` per task.
+    """
+    records = list_isprs_tiles(prepared_root, dataset, split)
+    return _layers(records, tasks, dataset)
+
+
 def _layers(records: Sequence[TileRecord], tasks: Sequence[str], dataset: str):
     for t in tasks:
         if t not in TASK_KEYS:
@@ -298,7 +310,8 @@ def _layers(records: Sequence[TileRecord], tasks: Sequence[str], dataset: str):
                 "the 'height' task."
             )
         heights = [r.height_path for r in records]
-    return make_isprs_geodataset([r.image_path for r in records], masks, heights)
+    return make_isprs_geodataset([r.image_path for r in records], masks, heights,
+                                 dataset=dataset)
 
 
 def _norm(prepared_root: Path, dataset: str, mean, std) -> tuple[list[float], list[float]]:
@@ -415,6 +428,7 @@ __all__ = [
     "TileRecord",
     "dataset_info",
     "dihedral",
+    "isprs_geodataset",
     "list_isprs_tiles",
     "make_isprs_grid_loader",
     "make_isprs_train_loader",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -74,7 +75,8 @@ class PrepareOptions:
         height_scale: metres per normalised nDSM unit, per dataset.
         workers: parallel tile workers (processes).
         overwrite: replace an existing prepared dataset.
-        tiles: restrict to these tile ids (per dataset), None = all found.
+        tiles: restrict to these tile ids per dataset (a dataset absent from the dict, or
+            None, means all tiles found).
         patch_size: evaluation patch size used for the patch counts in the manifest.
         overlap: evaluation patch overlap.
         progress: show progress bars.
@@ -229,7 +231,7 @@ def _potsdam_jobs(index: SourceIndex, root: Path, opts: PrepareOptions,
                 "prepare images and labels only."
             )
     jobs = []
-    wanted_tiles = set(opts.tiles.get("potsdam", [])) if opts.tiles else None
+    wanted_tiles = set(opts.tiles["potsdam"]) if opts.tiles and "potsdam" in opts.tiles else None
     for tile in sorted(orthos, key=_tile_sort_key):
         if wanted_tiles is not None and tile not in wanted_tiles:
             continue
@@ -287,7 +289,8 @@ def _vaihingen_jobs(index: SourceIndex, root: Path, opts: PrepareOptions,
                 f"ndsm/{isprs.VAIHINGEN_NDSM_PATTERN.format(tile='{N}')} (zipped or extracted); "
                 "pass --no-ndsm to prepare images and labels only."
             )
-    wanted_tiles = set(opts.tiles.get("vaihingen", [])) if opts.tiles else None
+    wanted_tiles = (set(opts.tiles["vaihingen"]) if opts.tiles and "vaihingen" in opts.tiles
+                    else None)
     jobs = []
     for tile in sorted(tops, key=int):
         if wanted_tiles is not None and tile not in wanted_tiles:
@@ -534,7 +537,7 @@ def _prepare_tile(job: TileJob) -> TileResult:
             written.append("ndsm")
         for k in written:
             os.replace(tmps[k], paths[k])
-    except Exception:
+    except BaseException:  # Ctrl-C included: never leave partial files behind
         for p in tmps.values():
             p.unlink(missing_ok=True)
         raise
@@ -732,7 +735,10 @@ def prepare_isprs(potsdam: str | Path | None, vaihingen: str | Path | None, out:
     results: list[TileResult] = []
     bar = tqdm(total=len(all_jobs), desc="prepare-isprs", unit="tile", disable=not opts.progress)
     if opts.workers > 1 and len(all_jobs) > 1:
-        with ProcessPoolExecutor(max_workers=opts.workers) as pool:
+        # spawn, not fork: the CLI process may hold threads (torch, GDAL) that fork would copy
+        # in an inconsistent state.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=opts.workers, mp_context=ctx) as pool:
             futures = {pool.submit(prepare_tile, j): j for j in all_jobs}
             for fut in as_completed(futures):
                 res = fut.result()

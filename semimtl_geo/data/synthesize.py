@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from affine import Affine
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
@@ -344,31 +345,36 @@ def render_bands(rng: np.random.Generator, scene: Scene, gsd: float, style: str,
         illum, haze, noise_sd, sat = 1.08 * tile_gain, 0.07, 0.035, 1.25
     cls = scene.classes
     inst = scene.instance
+    # Band-independent layers, computed once.
+    sel = (cls == 4) | (cls == 5)  # cars/clutter: per-object arbitrary colour
+    roofs = cls == 1
+    if style == "potsdam":  # roofs: grey, dark and red-brown mix
+        dark = roofs & (roof_kind[inst] < 0.3)
+        red = roofs & (roof_kind[inst] > 0.75)
+    else:  # mostly red tiles, some grey
+        grey = roofs & (roof_kind[inst] < 0.25)
+    # Texture: trees are coarse and clumpy, low vegetation fine, roofs smooth.
+    tex = np.where(cls == 3, 0.09 * coarse + 0.05 * fine,
+                   np.where(cls == 2, 0.04 * coarse + 0.05 * fine, 0.03 * fine))
+    del fine, coarse
+    # Slopes of pitched roofs: sunlit vs shaded side from the height gradient.
+    gy = np.zeros_like(scene.height)
+    gy[1:-1] = scene.height[2:] - scene.height[:-2]
+    slope = 1.0 + np.clip(gy * m * 0.05, -0.25, 0.25) * roofs
+    del gy
     out: dict[str, np.ndarray] = {}
     for name in bands:
         b = ("R", "G", "B", "IR").index(name)
         v = base[cls, b].copy()
         v += obj_rgbir[inst, b]
-        # Cars/clutter: per-object arbitrary colour.
-        sel = (cls == 4) | (cls == 5)
         v[sel] = 0.5 * v[sel] + 0.5 * vivid[inst[sel], b]
-        # Building roofs: mixture of grey, dark and red-brown (Potsdam) / red and grey.
         if style == "potsdam":
-            dark = (cls == 1) & (roof_kind[inst] < 0.3)
-            red = (cls == 1) & (roof_kind[inst] > 0.75)
             v[dark] *= 0.55
             v[red] = v[red] * 0.5 + 0.5 * _BASE["vaihingen"][1, b]
         else:
-            grey = (cls == 1) & (roof_kind[inst] < 0.25)
             v[grey] = v[grey] * 0.4 + 0.6 * _BASE["potsdam"][1, b]
-        # Texture: trees are coarse and clumpy, low vegetation fine, roofs smooth.
-        tex = np.where(cls == 3, 0.09 * coarse + 0.05 * fine,
-                       np.where(cls == 2, 0.04 * coarse + 0.05 * fine, 0.03 * fine))
         v = v + tex * (1.3 if name == "IR" else 1.0)
-        # Slopes of pitched roofs: sunlit vs shaded side from the height gradient.
-        gy = np.zeros_like(scene.height)
-        gy[1:-1] = scene.height[2:] - scene.height[:-2]
-        v = v * (1.0 + np.clip(gy * m * 0.05, -0.25, 0.25) * (cls == 1))
+        v = v * slope
         # Shadows: darker, bluish; IR drops the most over vegetation.
         shade = 1.0 - scene.shadow * (0.6 if name == "IR" else 0.5 if name != "B" else 0.4)
         v = v * shade * illum
@@ -405,7 +411,7 @@ def encode_ndsm(height_m: np.ndarray, scale: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def geotiff_bytes(bands: list[np.ndarray], transform, crs: str | None, *,
+def geotiff_bytes(bands: list[np.ndarray], transform: Affine | None, crs: str | None, *,
                   alpha_last: bool = False, dtype: str = "uint8",
                   photometric: str | None = None) -> bytes:
     """Encode a (Geo)TIFF in memory; ``crs=None`` writes no georeferencing at all."""

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsFillSymbol,
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
@@ -268,10 +269,15 @@ class PredictAlgorithm(CliAlgorithm):
                 raise QgsProcessingException(f"Output '{dst}' must be a GeoTIFF (.tif) file.")
         if vectorize and not class_dst:
             raise QgsProcessingException("Vectorizing needs the Classes output; set it too.")
+        if vector_dst and Path(vector_dst).suffix.lower() != ".gpkg":
+            raise QgsProcessingException(
+                f"Class polygons '{vector_dst}' must be a GeoPackage (.gpkg) file."
+            )
         if vectorize and not vector_dst:
             vector_dst = str(Path(class_dst).with_name(Path(class_dst).stem + "_polygons.gpkg"))
-        if vector_dst and Path(vector_dst).suffix.lower() != ".gpkg":
-            vector_dst = str(Path(vector_dst).with_suffix(".gpkg"))
+            context.addLayerToLoadOnCompletion(vector_dst, QgsProcessingContext.LayerDetails(
+                "Class polygons", context.project(), self.OUTPUT_VECTOR,
+            ))
         tasks = self._tasks(parameters, context, bool(class_dst), bool(height_dst))
 
         anchor = Path(class_dst or height_dst).parent

@@ -44,6 +44,7 @@ class DatasetConfig:
         tasks: tasks whose labels are used for training on this dataset (``seg``,
             ``height``); the other task is unlabelled here (semi-supervised).
         options: kind-specific settings passed through untouched.
+
     """
 
     name: str = ""
@@ -97,6 +98,7 @@ class LossConfig:
         berhu_ratio: BerHu threshold c as a fraction of the batch's max error.
         height_fill: value given to no-data (NaN) ground-truth height pixels when the
             ground-truth map is shown to a discriminator (0 = ground level).
+
     """
 
     w_seg: float = 1.0
@@ -119,6 +121,9 @@ class TrainerConfig:
             new seed each epoch, so resuming from a checkpoint is exact.
         precision: ``auto`` = bf16 autocast on GPU, fp32 on CPU; or any Lightning value.
         preview_every: iterations between PNG previews (0 = never).
+        cpu_threads: torch intra-op threads (``None`` = torch's default); 1 is fastest on a
+            CPU shared with other jobs, where threads otherwise thrash.
+
     """
 
     max_steps: int = 20000
@@ -130,17 +135,26 @@ class TrainerConfig:
     log_every: int = 10
     preview_every: int = 500
     progress_bar: bool = True
+    cpu_threads: int | None = None
 
 
 @dataclass
 class EvalConfig:
-    """Full-tile sliding-window evaluation settings (used by ``semimtl-geo evaluate``)."""
+    """Full-tile sliding-window evaluation settings (used by ``semimtl-geo evaluate``).
+
+    Attributes:
+        min_height: reference heights (metres) at or below it are left out of AbsRel and
+            delta_i, which divide by the reference: on an nDSM, ground pixels (0 m, or a
+            few mm after resampling) would make AbsRel explode. RMSE uses every valid
+            pixel. Use 0 for depth, which is always positive.
+
+    """
 
     split: str = "test"
     patch_size: int = 512
     overlap: float = 0.5
     batch_size: int = 4
-    min_height: float = 0.0
+    min_height: float = 0.5
 
 
 @dataclass

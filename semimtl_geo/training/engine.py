@@ -104,6 +104,7 @@ def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -
 
     Raises:
         UserError: datasets that disagree on band count or class table.
+
     """
     roles = plan.datasets
     first = infos[roles[0].name]
@@ -173,6 +174,7 @@ class SemiMTLModule(pl.LightningModule):
         height_ratios: per dataset, factor that converts its loader's normalised height
             into the model's height unit (1 when the scales agree).
         run_dir: where previews are written (``None``: no previews).
+
     """
 
     def __init__(
@@ -449,6 +451,7 @@ def train(
 
     Raises:
         UserError: nothing to resume, data problems reported by the dataset kinds.
+
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
@@ -464,6 +467,8 @@ def train(
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    if t_threads := cfg.trainer.cpu_threads:
+        torch.set_num_threads(t_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SemiMTLModule(cfg, meta, ratios, run_dir)
     t = cfg.trainer

@@ -311,6 +311,7 @@ def evaluate_checkpoints(
 
     Raises:
         UserError: no dataset to evaluate on, or an unknown name in ``roots``.
+
     """
     everything = [*models, *(m for m in (baseline_seg, baseline_height) if m is not None)]
     specs: dict[str, DatasetConfig] = {}
@@ -345,7 +346,7 @@ def evaluate_checkpoints(
         if r not in rows:
             rows.append(r)
     add_delta_m(rows, base_seg, base_height)
-    notes = []
+    notes = [f"Split '{split}'; AbsRel and δ over reference heights > {min_height:g} {unit}."]
     if base_seg is None and base_height is None:
         notes.append("No STL baselines given (--baseline-seg/--baseline-height): ΔM not computed.")
     names = [n for n in specs if any(r.datasets[n].samples for r in rows)] or list(specs)

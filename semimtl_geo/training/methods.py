@@ -75,6 +75,7 @@ class DatasetRole:
         domain: discriminator class ``k`` of this dataset's predictions (1-based).
         labelled: tasks supervised on this dataset.
         unlabelled: generator tasks predicted here without labels (adversarial only).
+
     """
 
     name: str
@@ -123,6 +124,7 @@ def plan_method(cfg: "TrainConfig") -> MethodPlan:
     Raises:
         UserError: the datasets cannot support the method (e.g. ``stl_height`` with no
             height-labelled dataset, ``da_seg`` with no unlabelled target dataset).
+
     """
     method = cfg.method
     specs = cfg.data.datasets

@@ -18,6 +18,7 @@ class PreviewRow:
         image: ``C x H x W`` float pixels in [0, 1] (de-normalised).
         mask / pred_class: ``H x W`` class ids (``None`` when absent).
         height / pred_height: ``H x W`` heights in metres (``None`` when absent).
+
     """
 
     name: str

@@ -138,6 +138,7 @@ def get_kind(name: str) -> DatasetKind:
 
     Raises:
         UserError: unknown name (the message lists the registered kinds).
+
     """
     _load_builtins()
     if name not in _KINDS:

@@ -1,0 +1,172 @@
+"""``semimtl-geo demo``: the whole pipeline on embedded synthetic data, end to end.
+
+Synthesize Potsdam- and Vaihingen-style archives, prepare them, train SemiMTL (M2) and
+the JTL baseline at CPU scale, evaluate both in the paper's Table 2 layout, predict a
+held-out georeferenced tile (class + height GeoTIFFs with QGIS styles), and draw one PNG
+panel per dataset. Every step runs the same command a user would type, in-process.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from semimtl_geo.errors import UserError
+
+#: Sizes and run lengths: the default finishes in minutes on 2 CPU cores; ``--quick`` is
+#: for the test suite (seconds, results meaningless).
+PROFILES = {
+    "default": {"size_potsdam": 720, "size_vaihingen": 420, "tiles": 4, "steps": 300,
+                "crop": 128, "batch": 4, "patch": 256},
+    "quick": {"size_potsdam": 200, "size_vaihingen": 130, "tiles": 2, "steps": 2,
+              "crop": 64, "batch": 1, "patch": 64},
+}
+
+
+def demo_config(prepared: Path, profile: dict, device: str, seed: int) -> dict:
+    """The training config of the demo: the paper's setting at CPU scale (resnet18)."""
+    steps = int(profile["steps"])
+    return {
+        "method": "semimtl",
+        "mode": "m2",
+        "seed": seed,
+        "model": {"encoder": "resnet18", "encoder_weights": None, "output_stride": 8},
+        "data": {
+            "datasets": [
+                {"name": "potsdam", "kind": "isprs", "root": str(prepared), "tasks": ["seg"]},
+                {"name": "vaihingen", "kind": "isprs", "root": str(prepared),
+                 "tasks": ["height"]},
+            ],
+            "crop_size": profile["crop"],
+            "batch_size": profile["batch"],
+            "num_workers": 0,
+        },
+        "trainer": {
+            "max_steps": steps,
+            "steps_per_epoch": max(1, steps // 2),
+            "accelerator": "gpu" if device == "cuda" else ("cpu" if device == "cpu" else "auto"),
+            "log_every": max(1, min(10, steps)),
+            "preview_every": max(1, steps // 2),
+        },
+        "eval": {"patch_size": profile["patch"], "overlap": 0.5, "batch_size": 4},
+    }
+
+
+def _run(step: int, total: int, title: str, argv: list[str]) -> float:
+    from semimtl_geo.cli.main import main
+
+    click.secho(f"\n[{step}/{total}] {title}", bold=True)
+    click.echo("  $ semimtl-geo " + " ".join(argv))
+    start = time.perf_counter()
+    status = main(argv)
+    if status != 0:
+        raise UserError(f"Demo step '{title}' failed (exit {status}); see the message above.")
+    return time.perf_counter() - start
+
+
+def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int) -> list[Path]:
+    from semimtl_geo.checkpoint import load_model_checkpoint
+    from semimtl_geo.data import list_isprs_tiles, read_isprs_tile
+    from semimtl_geo.inference import predict_array
+    from semimtl_geo.inference.panels import PanelRow, write_panel
+
+    loaded = load_model_checkpoint(checkpoint)
+    paths = []
+    for dataset in ("potsdam", "vaihingen"):
+        tile = read_isprs_tile(list_isprs_tiles(prepared, dataset, "test")[0])
+        pred = predict_array(loaded, tile.image, patch_size=patch, overlap=0.5, device=device)
+        scale = tile.record.height_scale
+        row = PanelRow(
+            title=f"{dataset} {tile.tile_id}",
+            image=tile.image,
+            mask=tile.mask,
+            predicted=pred.get("class"),
+            height=None if tile.height is None else tile.height * scale,
+            predicted_height=pred.get("height"),
+        )
+        paths.append(write_panel([row], loaded.meta.classes, out / f"panel_{dataset}.png",
+                                 unit=loaded.meta.height_unit))
+    return paths
+
+
+@click.command("demo")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/demo"), show_default=True, help="Folder for everything.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training iterations per method (default 300; 2 with --quick).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto uses the GPU when one is present.")
+@click.option("--quick", is_flag=True, help="Tiny sizes and 2 steps: checks the plumbing only.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Delete an existing output folder first.")
+def demo_cmd(out: Path, steps: int | None, device: str, quick: bool, seed: int,
+             overwrite: bool) -> None:
+    """Run the whole pipeline on synthetic ISPRS-style data and print a summary."""
+    import torch
+
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"'{out}' is not empty; pass --overwrite or choose another -o folder.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    profile = dict(PROFILES["quick" if quick else "default"])
+    if steps is not None:
+        profile["steps"] = steps
+    raw, prepared, runs = out / "raw", out / "prepared", out / "runs"
+    timings: dict[str, float] = {}
+    total = 7
+    timings["synthesize"] = _run(1, total, "Synthesize Potsdam/Vaihingen-style archives", [
+        "synthesize-isprs", "-o", str(raw), "--seed", str(seed),
+        "--size-potsdam", str(profile["size_potsdam"]),
+        "--size-vaihingen", str(profile["size_vaihingen"]),
+        "--tiles-potsdam", str(profile["tiles"]), "--tiles-vaihingen", str(profile["tiles"]),
+    ])
+    timings["prepare"] = _run(2, total, "Prepare 9 cm georeferenced tiles", [
+        "prepare-isprs", "--potsdam", str(raw / "potsdam"), "--vaihingen",
+        str(raw / "vaihingen"), "-o", str(prepared),
+    ])
+    config_path = out / "demo.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(prepared, profile, device, seed),
+                                          sort_keys=False))
+    for i, method in ((3, "semimtl"), (4, "jtl")):
+        timings[f"train {method}"] = _run(i, total, f"Train {method} ({profile['steps']} steps)", [
+            "train", "-c", str(config_path), "-o", str(runs / method), "--method", method,
+        ])
+    report = out / "report"
+    timings["evaluate"] = _run(5, total, "Evaluate on the full test tiles (Table 2 layout)", [
+        "evaluate", "-c", str(runs / "semimtl" / "model.pt"), "-c", str(runs / "jtl" / "model.pt"),
+        "-o", str(report), "--device", device,
+        "--patch-size", str(profile["patch"]), "--overlap", "0.5",
+    ])
+    from semimtl_geo.data import list_isprs_tiles
+
+    held_out = list_isprs_tiles(prepared, "potsdam", "test")[0].image_path
+    timings["predict"] = _run(6, total, "Predict a held-out georeferenced tile", [
+        "predict", str(held_out), "-o", str(out / "predict"), "--checkpoint",
+        str(runs / "semimtl" / "model.pt"), "--device", device, "--vectorize",
+        "--patch-size", str(profile["patch"]),
+    ])
+    click.secho(f"\n[7/{total}] Draw the panels (input, reference, prediction, height)", bold=True)
+    start = time.perf_counter()
+    panels = _panels(out, runs / "semimtl" / "model.pt", prepared, device, profile["patch"])
+    timings["panels"] = time.perf_counter() - start
+    (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+    click.secho("\nDemo finished.", bold=True, fg="green")
+    click.echo(f"  prepared tiles   {prepared}  (manifest.json)")
+    click.echo(f"  checkpoints      {runs / 'semimtl' / 'model.pt'}, {runs / 'jtl' / 'model.pt'}")
+    click.echo(f"  training logs    {runs / 'semimtl' / 'logs'}  (CSV + TensorBoard, previews/)")
+    click.echo(f"  report           {report}.md, {report}.json")
+    click.echo(f"  predictions      {out / 'predict'}  (GeoTIFF + QML: drag into QGIS)")
+    for p in panels:
+        click.echo(f"  panel            {p}")
+    click.echo("  seconds per step " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    click.echo(f"  total            {sum(timings.values()):.0f} s on {device}")
+
+
+COMMANDS = [demo_cmd]
