@@ -27,8 +27,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = [
-    ("stl_seg", "m2"), ("stl_height", "m2"), ("da_seg", "m2"), ("da_height", "m2"),
-    ("jtl", "m2"), ("semisd", "m2"), ("semimtl", "m1"), ("semimtl", "m2"), ("semimtl", "m3"),
+    ("stl_seg", "m2"),
+    ("stl_height", "m2"),
+    ("da_seg", "m2"),
+    ("da_height", "m2"),
+    ("jtl", "m2"),
+    ("semisd", "m2"),
+    ("semimtl", "m1"),
+    ("semimtl", "m2"),
+    ("semimtl", "m3"),
 ]
 
 
@@ -41,24 +48,65 @@ def prepare(out: Path, seed: int, tiles: int) -> Path:
 
     raw, prepared = out / "raw", out / "prepared"
     if not (prepared / "manifest.json").is_file():
-        assert main(["synthesize-isprs", "-o", str(raw), "--seed", str(seed),
-                     "--tiles-potsdam", str(tiles), "--tiles-vaihingen", str(tiles),
-                     "--size-potsdam", "900", "--size-vaihingen", "500"]) == 0
-        assert main(["prepare-isprs", "--potsdam", str(raw / "potsdam"), "--vaihingen",
-                     str(raw / "vaihingen"), "-o", str(prepared)]) == 0
+        assert (
+            main(
+                [
+                    "synthesize-isprs",
+                    "-o",
+                    str(raw),
+                    "--seed",
+                    str(seed),
+                    "--tiles-potsdam",
+                    str(tiles),
+                    "--tiles-vaihingen",
+                    str(tiles),
+                    "--size-potsdam",
+                    "900",
+                    "--size-vaihingen",
+                    "500",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "prepare-isprs",
+                    "--potsdam",
+                    str(raw / "potsdam"),
+                    "--vaihingen",
+                    str(raw / "vaihingen"),
+                    "-o",
+                    str(prepared),
+                ]
+            )
+            == 0
+        )
     return prepared
 
 
 def overrides_for(args, prepared: Path, method: str, mode: str) -> list[str]:
     return [
-        f"method={method}", f"mode={mode}", f"seed={args.seed}",
-        f"data.datasets.0.root={prepared}", f"data.datasets.1.root={prepared}",
-        "model.encoder=resnet18", "model.encoder_weights=null", "model.output_stride=16",
-        f"data.crop_size={args.crop}", f"data.batch_size={args.batch}", "data.num_workers=0",
-        f"trainer.max_steps={args.steps}", f"trainer.steps_per_epoch={args.steps}",
-        f"trainer.preview_every={args.steps}", "trainer.progress_bar=false",
-        "trainer.log_every=5", "trainer.cpu_threads=1", "trainer.accelerator=cpu",
-        f"eval.patch_size={args.patch}", "eval.batch_size=4",
+        f"method={method}",
+        f"mode={mode}",
+        f"seed={args.seed}",
+        f"data.datasets.0.root={prepared}",
+        f"data.datasets.1.root={prepared}",
+        "model.encoder=resnet18",
+        "model.encoder_weights=null",
+        "model.output_stride=16",
+        f"data.crop_size={args.crop}",
+        f"data.batch_size={args.batch}",
+        "data.num_workers=0",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.steps_per_epoch={args.steps}",
+        f"trainer.preview_every={args.steps}",
+        "trainer.progress_bar=false",
+        "trainer.log_every=5",
+        "trainer.cpu_threads=1",
+        "trainer.accelerator=cpu",
+        f"eval.patch_size={args.patch}",
+        "eval.batch_size=4",
         *args.overrides,
     ]
 
@@ -80,12 +128,14 @@ def train_one(job: tuple) -> tuple[str, float, object, float]:
     from semimtl_geo.training.evaluate import datasets_of, default_predict, evaluate_model
 
     name = run_name(method, mode)
-    run_dir = Path(args.out) / "runs" / name
+    run_dir = Path(args.work) / "runs" / name
     seconds = float("nan")
     if not (run_dir / "model.pt").is_file():
-        cfg = load_config(REPO / "configs" / "isprs.yaml", overrides_for(args, prepared, method, mode))
+        cfg = load_config(
+            REPO / "configs" / "isprs.yaml", overrides_for(args, prepared, method, mode)
+        )
         start = time.perf_counter()
-        with open(Path(args.out) / f"{name}.log", "w") as log:
+        with open(Path(args.work) / f"{name}.log", "w") as log:
             stdout, stderr = sys.stdout, sys.stderr
             sys.stdout = sys.stderr = log
             try:
@@ -96,8 +146,14 @@ def train_one(job: tuple) -> tuple[str, float, object, float]:
     # full test tiles of both datasets, overlapping sliding windows
     loaded = load_model_checkpoint(run_dir / "model.pt")
     start = time.perf_counter()
-    result = evaluate_model(loaded, datasets_of(loaded), default_predict(args.patch, 0.5, 4, "cpu"),
-                            split="test", min_height=0.5, progress=False)
+    result = evaluate_model(
+        loaded,
+        datasets_of(loaded),
+        default_predict(args.patch, 0.5, 4, "cpu"),
+        split="test",
+        min_height=0.5,
+        progress=False,
+    )
     return name, seconds, result, time.perf_counter() - start
 
 
@@ -118,23 +174,32 @@ def last_terms(run_dir: Path, last: int = 20) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-o", "--out", default="benchmarks/results/method_study")
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--work", help="folder for data and runs (default: OUT/work)")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--patch", type=int, default=256)
-    parser.add_argument("--tiles", type=int, default=6, help="tiles per dataset (half train, half test)")
+    parser.add_argument(
+        "--tiles", type=int, default=4, help="tiles per dataset (half train, half test)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="parallel training processes (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="parallel training processes (1 thread each)"
+    )
     parser.add_argument("--methods", nargs="*", help="subset, e.g. jtl semimtl_m2")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args.work = str(Path(args.work or out / "work").resolve())
+    Path(args.work).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    prepared = prepare(out, args.seed, args.tiles).resolve()
+    prepared = prepare(Path(args.work), args.seed, args.tiles).resolve()
     methods = [m for m in METHODS if not args.methods or run_name(*m) in args.methods]
     jobs = [(args, prepared, method, mode) for method, mode in methods]
     timings: dict[str, float] = {}
@@ -162,32 +227,52 @@ def main() -> None:
         write_report,
     )
 
-    runs = out / "runs"
+    runs = Path(args.work) / "runs"
     names = [run_name(*m) for m in methods]
     rows = [results[n] for n in names]
     add_delta_m(rows, results.get("stl_seg"), results.get("stl_height"))
-    report = sanitize(build_report(rows, list(rows[0].datasets), "m", [
-        "Split 'test' (full tiles, 50 % overlapping windows); AbsRel and δ over reference heights > 0.5 m.",
-        f"CPU scale: {args.steps} iterations, ResNet18 from scratch, {args.crop} px crops, "
-        f"{args.batch} crops per dataset and iteration; synthesized data.",
-    ]))
+    report = sanitize(
+        build_report(
+            rows,
+            list(rows[0].datasets),
+            "m",
+            [
+                "Split 'test' (full tiles, 50 % overlapping windows); "
+                "AbsRel and δ over reference heights > 0.5 m.",
+                f"CPU scale: {args.steps} iterations, ResNet18 from scratch, {args.crop} px crops, "
+                f"{args.batch} crops per dataset and iteration; synthesized data.",
+            ],
+        )
+    )
     report["study"] = {
         "command": "python benchmarks/method_study.py " + " ".join(sys.argv[1:]),
-        "steps": args.steps, "crop": args.crop, "batch_per_dataset": args.batch,
-        "encoder": "resnet18 (random init, output stride 16)", "tiles_per_dataset": args.tiles,
-        "train_seconds": timings, "eval_seconds": eval_timings,
+        "steps": args.steps,
+        "crop": args.crop,
+        "batch_per_dataset": args.batch,
+        "encoder": "resnet18 (random init, output stride 16)",
+        "tiles_per_dataset": args.tiles,
+        "train_seconds": timings,
+        "eval_seconds": eval_timings,
         "total_seconds": time.perf_counter() - t0,
         "final_loss_terms": {n: last_terms(runs / n) for n in names},
-        "torch_threads_per_run": 1, "parallel_runs": args.jobs,
+        "torch_threads_per_run": 1,
+        "parallel_runs": args.jobs,
     }
     write_report(report, out / "report")
     text = report_markdown(report)
     terms = report["study"]["final_loss_terms"]
-    lines = ["", "## Mean loss terms over the last logged iterations (weighted as in the G objective)", ""]
+    lines = [
+        "",
+        "## Mean loss terms over the last logged iterations (weighted as in the G objective)",
+        "",
+    ]
     for n in names:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(terms[n].items()))
         lines.append(f"- {n}: {shown}")
-    lines += ["", f"Command: `{report['study']['command']}`; total {report['study']['total_seconds']:.0f} s."]
+    lines += [
+        "",
+        f"Command: `{report['study']['command']}`; total {report['study']['total_seconds']:.0f} s.",
+    ]
     (out / "report.md").write_text(text + "\n".join(lines) + "\n")
     print((out / "report.md").read_text())
     print(json.dumps({"train_seconds": timings, "eval_seconds": eval_timings}, indent=1))

@@ -8,7 +8,7 @@ from semimtl_geo.errors import UserError
 
 
 def _resolve(path: Path) -> Path:
-    """A run folder stands for its model.pt."""
+    """Return the checkpoint a path stands for (a run folder means its model.pt)."""
     if path.is_dir():
         for candidate in (path / "model.pt", path / "checkpoints" / "last.ckpt"):
             if candidate.is_file():
@@ -18,28 +18,67 @@ def _resolve(path: Path) -> Path:
 
 
 @click.command("evaluate")
-@click.option("--checkpoint", "-c", "checkpoints", multiple=True, required=True,
-              type=click.Path(path_type=Path),
-              help="Checkpoint (.pt/.ckpt) or run folder; repeat for several table rows.")
-@click.option("--baseline-seg", type=click.Path(path_type=Path),
-              help="STL segmentation checkpoint: ΔM reference for mIoU.")
-@click.option("--baseline-height", type=click.Path(path_type=Path),
-              help="STL height checkpoint: ΔM reference for RMSE.")
-@click.option("--output", "-o", "out", required=True, type=click.Path(path_type=Path),
-              help="Report path; writes REPORT.md and REPORT.json.")
-@click.option("--split", help="Dataset split to evaluate (default: the checkpoint config's eval.split).")
+@click.option(
+    "--checkpoint",
+    "-c",
+    "checkpoints",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Checkpoint (.pt/.ckpt) or run folder; repeat for several table rows.",
+)
+@click.option(
+    "--baseline-seg",
+    type=click.Path(path_type=Path),
+    help="STL segmentation checkpoint: ΔM reference for mIoU.",
+)
+@click.option(
+    "--baseline-height",
+    type=click.Path(path_type=Path),
+    help="STL height checkpoint: ΔM reference for RMSE.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Report path; writes REPORT.md and REPORT.json.",
+)
+@click.option(
+    "--split", help="Dataset split to evaluate (default: the checkpoint config's eval.split)."
+)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, auto.")
 @click.option("--patch-size", type=int, help="Window size (default: the checkpoint's).")
 @click.option("--overlap", type=float, help="Window overlap fraction (default: the checkpoint's).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward.")
 @click.option("--max-tiles", type=int, help="Evaluate at most N tiles per dataset (quick checks).")
-@click.option("--min-height", type=float,
-              help="Reference heights <= this (metres) are left out of AbsRel and δ "
-                   "(default: the checkpoint config's eval.min_height).")
-@click.option("--root", "roots", multiple=True,
-              help="NAME=PATH: read dataset NAME from PATH instead of the training config's root.")
-def evaluate_cmd(checkpoints, baseline_seg, baseline_height, out, split, device, patch_size,
-                 overlap, batch_size, max_tiles, min_height, roots):
+@click.option(
+    "--min-height",
+    type=float,
+    help="Reference heights <= this (metres) are left out of AbsRel and δ "
+    "(default: the checkpoint config's eval.min_height).",
+)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    help="NAME=PATH: read dataset NAME from PATH instead of the training config's root.",
+)
+def evaluate_cmd(
+    checkpoints,
+    baseline_seg,
+    baseline_height,
+    out,
+    split,
+    device,
+    patch_size,
+    overlap,
+    batch_size,
+    max_tiles,
+    min_height,
+    roots,
+):
     """Evaluate checkpoints on the full test tiles of every dataset (sliding windows)."""
     import torch
 
@@ -60,13 +99,21 @@ def evaluate_cmd(checkpoints, baseline_seg, baseline_height, out, split, device,
     for name, loaded in (("--baseline-seg", bseg), ("--baseline-height", bheight)):
         task = "seg" if name.endswith("seg") else "height"
         if loaded is not None and task not in loaded.model.tasks:
-            raise UserError(f"{name} '{loaded.path}' has no {task} head; pass an STL {task} checkpoint.")
+            raise UserError(
+                f"{name} '{loaded.path}' has no {task} head; pass an STL {task} checkpoint."
+            )
     eval_cfg = (models[0].config or {}).get("eval", {})
     split = split or eval_cfg.get("split", "test")
     min_height = min_height if min_height is not None else float(eval_cfg.get("min_height", 0.0))
     report = evaluate_checkpoints(
-        models, default_predict(patch_size, overlap, batch_size, device), bseg, bheight,
-        split=split, max_samples=max_tiles, min_height=min_height, roots=root_map,
+        models,
+        default_predict(patch_size, overlap, batch_size, device),
+        bseg,
+        bheight,
+        split=split,
+        max_samples=max_tiles,
+        min_height=min_height,
+        roots=root_map,
     )
     md, js = write_report(report, out)
     click.echo(md.read_text())

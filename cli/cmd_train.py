@@ -8,25 +8,44 @@ from semimtl_geo.errors import UserError
 
 
 @click.command("train", context_settings={"ignore_unknown_options": False})
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML config (e.g. configs/isprs.yaml). Optional with --resume.")
-@click.option("--output", "-o", "run_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder (default: runs/<config name>_<method>).")
-@click.option("--method", type=click.Choice(
-    ["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]),
-    help="Override the config's method.")
-@click.option("--mode", type=click.Choice(["m1", "m2", "m3"]),
-              help="SemiMTL inter-domain mode (eq. 4, 5, 8); default m2.")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML config (e.g. configs/isprs.yaml). Optional with --resume.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder (default: runs/<config name>_<method>).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]),
+    help="Override the config's method.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["m1", "m2", "m3"]),
+    help="SemiMTL inter-domain mode (eq. 4, 5, 8); default m2.",
+)
 @click.option("--devices", type=int, help="Number of devices (GPUs: DDP through Lightning).")
 @click.option("--accelerator", help="Lightning accelerator: auto, cpu, gpu.")
 @click.option("--max-steps", type=int, help="Override trainer.max_steps (iterations).")
 @click.option("--seed", type=int, help="Override the random seed.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in --output from checkpoints/last.ckpt (exactly: "
-                   "optimiser, schedule, discriminators, data order).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --output from checkpoints/last.ckpt (exactly: "
+    "optimiser, schedule, discriminators, data order).",
+)
 @click.argument("overrides", nargs=-1)
-def train_cmd(config_path, run_dir, method, mode, devices, accelerator, max_steps, seed, resume,
-              overrides):
+def train_cmd(
+    config_path, run_dir, method, mode, devices, accelerator, max_steps, seed, resume, overrides
+):
     """Train a model; OVERRIDES are dotted ``key=value`` pairs, e.g. ``data.batch_size=8``.
 
     Writes RUN_DIR/config.yaml, checkpoints/last.ckpt, model.pt, logs/ (CSV and
@@ -35,23 +54,37 @@ def train_cmd(config_path, run_dir, method, mode, devices, accelerator, max_step
     from semimtl_geo.training.config import load_config, read_yaml_config
     from semimtl_geo.training.engine import train
 
-    flags = [f"{k}={v}" for k, v in (("method", method), ("mode", mode), ("seed", seed),
-                                     ("trainer.devices", devices),
-                                     ("trainer.accelerator", accelerator),
-                                     ("trainer.max_steps", max_steps)) if v is not None]
+    flags = [
+        f"{k}={v}"
+        for k, v in (
+            ("method", method),
+            ("mode", mode),
+            ("seed", seed),
+            ("trainer.devices", devices),
+            ("trainer.accelerator", accelerator),
+            ("trainer.max_steps", max_steps),
+        )
+        if v is not None
+    ]
     base = None
     if resume:
         if run_dir is None:
-            raise UserError("--resume needs the run folder: pass -o RUN_DIR of the run to continue.")
+            raise UserError(
+                "--resume needs the run folder: pass -o RUN_DIR of the run to continue."
+            )
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise UserError(f"Nothing to resume in '{run_dir}': it has no config.yaml.")
         base = read_yaml_config(saved)
         if config_path is not None:
-            click.echo("Note: --resume uses the run's saved config.yaml; --config is ignored.", err=True)
+            click.echo(
+                "Note: --resume uses the run's saved config.yaml; --config is ignored.", err=True
+            )
         config_path = None
     elif config_path is None:
-        raise UserError("Pass --config FILE (e.g. configs/isprs.yaml), or --resume with -o RUN_DIR.")
+        raise UserError(
+            "Pass --config FILE (e.g. configs/isprs.yaml), or --resume with -o RUN_DIR."
+        )
     cfg = load_config(config_path, [*overrides, *flags], base=base)
     if run_dir is None:
         name = config_path.stem if config_path else "run"

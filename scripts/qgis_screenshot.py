@@ -42,7 +42,8 @@ def render(layer: QgsRasterLayer, size: int) -> QImage:
     settings.setDestinationCrs(layer.crs())
     settings.setExtent(layer.extent())
     settings.setOutputSize(QSize(size, size))
-    settings.setBackgroundColor(QColor(255, 255, 255))
+    # Grey, so that white classes (ISPRS impervious surfaces) stand out from the page.
+    settings.setBackgroundColor(QColor(200, 200, 200))
     job = QgsMapRendererParallelJob(settings)
     job.start()
     job.waitForFinished()
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         painter.setPen(QColor(20, 20, 20))
         painter.drawText(x, MARGIN + 22, title)
         painter.drawImage(x, MARGIN + TITLE_H, render(layer, PANEL))
+        painter.setPen(QColor(60, 60, 60))
+        painter.setBrush(Qt.NoBrush)
+        painter.drawRect(x, MARGIN + TITLE_H, PANEL - 1, PANEL - 1)
         if legend is not None:
             legend(painter, layer, x + 4, MARGIN + TITLE_H + PANEL + 14)
     painter.setFont(QFont("DejaVu Sans", 10))

@@ -25,8 +25,12 @@ def scene(rng: np.random.Generator, size: int, shift: float, num_classes: int = 
     """Blocky label map (``block`` px), uint8 image, normalised height (one NaN pixel)."""
     blocks = rng.integers(0, num_classes, size=(size // block + 1, size // block + 1))
     mask = np.kron(blocks, np.ones((block, block), dtype=np.int64))[:size, :size]
-    base = np.stack([(mask * 40 + 20) % 256, (mask * 90 + 60) % 256, (mask * 150 + 10) % 256]).astype(np.float32)
-    image = np.clip(base * (1 - shift) + 255 * shift * 0.5 + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+    base = np.stack(
+        [(mask * 40 + 20) % 256, (mask * 90 + 60) % 256, (mask * 150 + 10) % 256]
+    ).astype(np.float32)
+    image = np.clip(
+        base * (1 - shift) + 255 * shift * 0.5 + rng.normal(0, 6, base.shape), 0, 255
+    ).astype(np.uint8)
     height = CLASS_HEIGHT[mask].copy()
     height[0, 0] = np.nan
     mask = mask.astype(np.uint8)
@@ -55,8 +59,10 @@ def _train_loader(spec, request):
     for _ in range(request.num_batches):
         if fixed:
             rng = np.random.default_rng(0)
-        items = [scene(rng, request.crop_size, shift, block=int(spec.options.get("block", 8)))
-                 for _ in range(request.batch_size)]
+        items = [
+            scene(rng, request.crop_size, shift, block=int(spec.options.get("block", 8)))
+            for _ in range(request.batch_size)
+        ]
         image = torch.from_numpy(np.stack([i[0] for i in items])).float() / 255
         batch = {"image": (image - mean) / std}
         if "seg" in request.tasks:
@@ -101,15 +107,32 @@ def toy_config_dict(method: str = "semimtl", mode: str = "m2", **trainer) -> dic
         "model": {"encoder": "resnet18", "encoder_weights": None, "output_stride": 16},
         "data": {
             "datasets": [
-                {"name": "a", "kind": KIND, "root": "", "tasks": ["seg"], "options": {"shift": 0.0}},
-                {"name": "b", "kind": KIND, "root": "", "tasks": ["height"],
-                 "options": {"shift": 0.4, "height_scale": 20.0}},
+                {
+                    "name": "a",
+                    "kind": KIND,
+                    "root": "",
+                    "tasks": ["seg"],
+                    "options": {"shift": 0.0},
+                },
+                {
+                    "name": "b",
+                    "kind": KIND,
+                    "root": "",
+                    "tasks": ["height"],
+                    "options": {"shift": 0.4, "height_scale": 20.0},
+                },
             ],
             "crop_size": 32,
             "batch_size": 1,
             "num_workers": 0,
         },
-        "trainer": {"max_steps": 4, "steps_per_epoch": 2, "progress_bar": False,
-                    "preview_every": 0, "log_every": 1, **trainer},
+        "trainer": {
+            "max_steps": 4,
+            "steps_per_epoch": 2,
+            "progress_bar": False,
+            "preview_every": 0,
+            "log_every": 1,
+            **trainer,
+        },
         "eval": {"patch_size": 32, "overlap": 0.25, "batch_size": 2},
     }

@@ -30,23 +30,32 @@ def known_kind():
         yield EvalSample(np.zeros((3, 2, 4), np.uint8), MASK, HEIGHT, "tile")
         yield EvalSample(np.zeros((3, 2, 4), np.uint8), None, None, "unlabelled")  # skipped
 
-    register_kind(DatasetKind("known", lambda s: KindInfo(None, [], [], [], None), None, samples),
-                  overwrite=True)
+    register_kind(
+        DatasetKind("known", lambda s: KindInfo(None, [], [], [], None), None, samples),
+        overwrite=True,
+    )
     yield
     unregister_kind("known")
 
 
 def loaded(name, method, tasks):
-    config = {"method": method, "mode": "m2",
-              "data": {"datasets": [{"name": "k", "kind": "known", "root": "", "tasks": ["seg"]}]}}
-    return LoadedModel(SimpleNamespace(tasks=tasks), ModelMeta(), config, Path(f"/nowhere/{name}.pt"))
+    config = {
+        "method": method,
+        "mode": "m2",
+        "data": {"datasets": [{"name": "k", "kind": "known", "root": "", "tasks": ["seg"]}]},
+    }
+    return LoadedModel(
+        SimpleNamespace(tasks=tasks), ModelMeta(), config, Path(f"/nowhere/{name}.pt")
+    )
 
 
 def fake_predict(model, image, tasks):
     name = model.path.stem
     out = {}
     if "seg" in tasks:
-        out["class"] = PRED_CLASS if name == "mtl" else np.where(MASK == 255, 0, MASK).astype(np.uint8)
+        out["class"] = (
+            PRED_CLASS if name == "mtl" else np.where(MASK == 255, 0, MASK).astype(np.uint8)
+        )
     if "height" in tasks:
         out["height"] = np.nan_to_num(HEIGHT, nan=4.0) + (1.0 if name == "mtl" else 2.0)
     return out
@@ -73,15 +82,24 @@ def test_known_prediction_gives_known_numbers(tmp_path):
     assert m["height"]["delta3"] == pytest.approx(500 / 6)
     # ΔM (eq. 10): mIoU 52.78 vs 100, RMSE 1 vs 2
     expected = 100 * ((m["seg"]["mIoU"] - 100) / 100 + (2 - 1) / 2) / 2
-    assert m["delta_m"] == pytest.approx(expected) and m["delta_m"] == pytest.approx(1.3889, abs=1e-3)
-    assert rows["STL Seg"]["seg"]["mIoU"] == pytest.approx(100) and rows["STL Seg"]["height"] is None
-    assert rows["STL Depth"]["height"]["RMSE"] == pytest.approx(2.0) and rows["STL Depth"]["seg"] is None
+    assert m["delta_m"] == pytest.approx(expected) and m["delta_m"] == pytest.approx(
+        1.3889, abs=1e-3
+    )
+    assert (
+        rows["STL Seg"]["seg"]["mIoU"] == pytest.approx(100) and rows["STL Seg"]["height"] is None
+    )
+    assert (
+        rows["STL Depth"]["height"]["RMSE"] == pytest.approx(2.0)
+        and rows["STL Depth"]["seg"] is None
+    )
     assert rows["STL Seg"]["delta_m"] == 0.0 and rows["STL Depth"]["delta_m"] == 0.0
 
     md_path, js_path = write_report(report, tmp_path / "table.md")
     assert md_path.name == "table.md" and js_path.name == "table.json"
     data = json.loads(js_path.read_text())
-    assert data["height_unit"] == "m" and data["rows"][2]["datasets"]["k"]["delta_m"] == pytest.approx(expected)
+    assert data["height_unit"] == "m" and data["rows"][2]["datasets"]["k"][
+        "delta_m"
+    ] == pytest.approx(expected)
     md = md_path.read_text()
     assert "| SemiMTL (M2) | 71.4 | 52.8 | 0.479 | 1.000 | 16.7 | 83.3 | 83.3 | +1.4 |" in md
     assert "| STL Seg | 100.0 | 100.0 |  |  |  |  |  | +0.0 |" in md
@@ -101,7 +119,9 @@ def test_nan_metrics_become_null_in_json(tmp_path):
     def nan_predict(model, image, tasks):
         return {"height": np.full(HEIGHT.shape, np.nan, np.float32)}
 
-    report = evaluate_checkpoints([loaded("h", "stl_height", ("height",))], nan_predict, progress=False)
+    report = evaluate_checkpoints(
+        [loaded("h", "stl_height", ("height",))], nan_predict, progress=False
+    )
     h = report["rows"][0]["datasets"]["k"]["height"]
     assert h["RMSE"] is None and h["pixels"] == 0
     _, js = write_report(report, tmp_path / "r")

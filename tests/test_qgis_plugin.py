@@ -332,6 +332,17 @@ def test_qgis_prepare_isprs_on_synthetic_downloads(qgis_env, tmp_path):
 
 @pytest.mark.qgis
 @needs_qgis
+def test_qgis_results_load_into_the_project_styled(qgis_env, scene):
+    """What the toolbox dialog does: run, then add the outputs to the project."""
+    layers = qgis_python(
+        qgis_env, "load", str(qgis_env["plugins"]), str(scene["raster"]), str(scene["ckpt"])
+    )
+    assert layers == {"Classes": "paletted", "Height (m)": "singlebandpseudocolor",
+                      "Class polygons": "categorizedSymbol"}
+
+
+@pytest.mark.qgis
+@needs_qgis
 def test_qgis_predict_failure_shows_the_cli_sentence(qgis_env, scene, tmp_path):
     out = tmp_path / "out"
     result = qgis_process(

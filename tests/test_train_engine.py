@@ -33,7 +33,9 @@ def test_loss_decreases_on_a_trivially_learnable_batch():
     torch.manual_seed(0)
     module = SemiMTLModule(cfg, build_meta(cfg, plan, describe_datasets(cfg, plan)))
     opt_g, _, sched = module.build_optimizers()
-    batches = {r.name: b[0] for r, b in zip(plan.datasets, module.train_dataloader().loaders.values())}
+    batches = {
+        r.name: b[0] for r, b in zip(plan.datasets, module.train_dataloader().loaders.values())
+    }
     seg, height = [], []
     for _ in range(30):
         terms, _ = module.generator_step(batches, opt_g)
@@ -56,7 +58,9 @@ def semimtl_runs(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("runs")
-    cfg = config_from_dict(toy.toy_config_dict("semimtl", max_steps=4, steps_per_epoch=2, preview_every=2))
+    cfg = config_from_dict(
+        toy.toy_config_dict("semimtl", max_steps=4, steps_per_epoch=2, preview_every=2)
+    )
     full = train(cfg, root / "full")
     train(cfg, root / "split", callbacks=[StopAfterFirstEpoch()])
     interrupted = load_model_checkpoint(root / "split" / "checkpoints" / "last.ckpt")
@@ -87,7 +91,8 @@ def test_run_outputs_and_checkpoint_contract(semimtl_runs):
     for name in ("config.yaml", "model.pt", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "previews").glob("*.png")) == [
-        "iter_0000002.png", "iter_0000004.png"
+        "iter_0000002.png",
+        "iter_0000004.png",
     ]
     rows = list(csv.DictReader(open(next(run.glob("logs/version_*/metrics.csv")))))
     assert any(r.get("train/loss_d") for r in rows) and any(r.get("train/a/seg/sup") for r in rows)
@@ -119,15 +124,43 @@ def test_cli_train_and_evaluate(semimtl_runs, tmp_path, capsys):
     config = tmp_path / "toy.yaml"
     config.write_text(yaml.safe_dump(toy.toy_config_dict("jtl")))
     for method in ("stl_seg", "stl_height"):
-        assert main(["train", "-c", str(config), "-o", str(tmp_path / method), "--method", method,
-                     "--max-steps", "1", "trainer.steps_per_epoch=1"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "-c",
+                    str(config),
+                    "-o",
+                    str(tmp_path / method),
+                    "--method",
+                    method,
+                    "--max-steps",
+                    "1",
+                    "trainer.steps_per_epoch=1",
+                ]
+            )
+            == 0
+        )
     assert yaml.safe_load((tmp_path / "stl_seg" / "config.yaml").read_text())["method"] == "stl_seg"
     report = tmp_path / "report"
-    assert main([
-        "evaluate", "-c", str(root / "full"), "--baseline-seg", str(tmp_path / "stl_seg"),
-        "--baseline-height", str(tmp_path / "stl_height" / "model.pt"), "-o", str(report),
-        "--device", "cpu",
-    ]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-c",
+                str(root / "full"),
+                "--baseline-seg",
+                str(tmp_path / "stl_seg"),
+                "--baseline-height",
+                str(tmp_path / "stl_height" / "model.pt"),
+                "-o",
+                str(report),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "report.md").read_text()
     js = yaml.safe_load((tmp_path / "report.json").read_text())
     assert "RMSE (m)" in md and "## a" in md and "## b" in md
@@ -144,7 +177,9 @@ def test_cli_train_and_evaluate(semimtl_runs, tmp_path, capsys):
 
 def test_cli_resume(tmp_path):
     config = tmp_path / "toy.yaml"
-    config.write_text(yaml.safe_dump(toy.toy_config_dict("stl_seg", max_steps=1, steps_per_epoch=1)))
+    config.write_text(
+        yaml.safe_dump(toy.toy_config_dict("stl_seg", max_steps=1, steps_per_epoch=1))
+    )
     run = tmp_path / "run"
     assert main(["train", "-c", str(config), "-o", str(run)]) == 0
     assert main(["train", "-o", str(run), "--resume", "--max-steps", "2"]) == 0
@@ -202,10 +237,23 @@ def test_base_files_and_overrides(tmp_path):
 def test_shipped_isprs_configs_are_the_paper_setting():
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "configs" / "isprs.yaml")
-    assert [(d.name, d.tasks) for d in cfg.data.datasets] == [("potsdam", ["seg"]), ("vaihingen", ["height"])]
-    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.poly_power) == (0.01, 0.9, 1e-4, 0.9)
+    assert [(d.name, d.tasks) for d in cfg.data.datasets] == [
+        ("potsdam", ["seg"]),
+        ("vaihingen", ["height"]),
+    ]
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.poly_power) == (
+        0.01,
+        0.9,
+        1e-4,
+        0.9,
+    )
     assert (cfg.optim.d_lr, cfg.optim.d_betas) == (1e-4, [0.9, 0.99])
-    assert (cfg.loss.w_seg, cfg.loss.w_height, cfg.loss.lambda_intra, cfg.loss.lambda_inter) == (1.0, 0.01, 1e-3, 1e-4)
+    assert (cfg.loss.w_seg, cfg.loss.w_height, cfg.loss.lambda_intra, cfg.loss.lambda_inter) == (
+        1.0,
+        0.01,
+        1e-3,
+        1e-4,
+    )
     assert cfg.data.crop_size == 384 and cfg.model.output_stride == 8 and cfg.method == "semimtl"
     for path in sorted((repo / "configs").glob("isprs_*.yaml")):
         sub = load_config(path)

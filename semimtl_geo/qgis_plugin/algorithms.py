@@ -96,6 +96,8 @@ class CliAlgorithm(QgsProcessingAlgorithm):
     """Common parts: the advanced CLI-path parameter and running the command."""
 
     CLI = "SEMIMTL_CLI"
+    #: What a cancel leaves behind, told to the user.
+    CANCELED = "Canceled; no output was written."
 
     def group(self) -> str:
         """Toolbox group."""
@@ -139,7 +141,7 @@ class CliAlgorithm(QgsProcessingAlgorithm):
             is_canceled=feedback.isCanceled,
         )
         if result.canceled:
-            raise QgsProcessingException("Canceled; no output was written.")
+            raise QgsProcessingException(self.CANCELED)
         if not result.ok:
             raise QgsProcessingException(result.error or "semimtl-geo failed.")
         return result
@@ -368,6 +370,7 @@ class PrepareIsprsAlgorithm(CliAlgorithm):
     OUTPUT = "OUTPUT"
 
     BAND_CHOICES = ("IRRG", "RGB", "RGBIR")
+    CANCELED = "Canceled; tiles finished before the cancel stay in the output folder."
     LABEL_CHOICES = ("all", "noBoundary")
 
     def name(self) -> str:
@@ -438,6 +441,8 @@ class PrepareIsprsAlgorithm(CliAlgorithm):
 
 class EvaluateAlgorithm(CliAlgorithm):
     """``semimtl-geo evaluate``: metrics of a checkpoint on prepared test tiles."""
+
+    CANCELED = "Canceled; no report was written."
 
     CHECKPOINT = "CHECKPOINT"
     ROOTS = "ROOTS"

@@ -301,9 +301,13 @@ def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"Config file '{path}' is not valid YAML ({exc}).".replace("\n", " ")) from None
+        raise UserError(
+            f"Config file '{path}' is not valid YAML ({exc}).".replace("\n", " ")
+        ) from None
     if not isinstance(data, dict):
-        raise UserError(f"Config file '{path}' must hold a mapping of keys, not {type(data).__name__}.")
+        raise UserError(
+            f"Config file '{path}' must hold a mapping of keys, not {type(data).__name__}."
+        )
     base = data.pop(BASE_KEY, None)
     if base is not None:
         parent = read_yaml_config(path.parent / str(base), (*_seen, path.resolve()))
@@ -348,9 +352,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
                 if last:
                     node[int(part)] = value
                 else:
-                    node[int(part)] = _deep_merge({}, node[int(part)]) if isinstance(
-                        node[int(part)], dict
-                    ) else node[int(part)]
+                    node[int(part)] = (
+                        _deep_merge({}, node[int(part)])
+                        if isinstance(node[int(part)], dict)
+                        else node[int(part)]
+                    )
                     node = node[int(part)]
                 continue
             if not isinstance(node, dict):
@@ -400,7 +406,9 @@ def validate(cfg: TrainConfig) -> None:
     names = [d.name for d in cfg.data.datasets]
     for i, ds in enumerate(cfg.data.datasets):
         if not ds.name:
-            raise UserError(f"Config key 'data.datasets[{i}].name' is empty; give the dataset a name.")
+            raise UserError(
+                f"Config key 'data.datasets[{i}].name' is empty; give the dataset a name."
+            )
         bad = [t for t in ds.tasks if t not in TASKS]
         if bad:
             raise UserError(
@@ -408,7 +416,9 @@ def validate(cfg: TrainConfig) -> None:
                 f"{', '.join(TASKS)}."
             )
     if len(set(names)) != len(names):
-        raise UserError(f"Config key 'data.datasets' repeats a dataset name ({names}); names must be unique.")
+        raise UserError(
+            f"Config key 'data.datasets' repeats a dataset name ({names}); names must be unique."
+        )
     for key, value in (
         ("data.crop_size", cfg.data.crop_size),
         ("data.batch_size", cfg.data.batch_size),

@@ -91,13 +91,15 @@ def poly_lambda(max_steps: int, power: float):  # noqa: ANN201 - returns a closu
 def describe_datasets(cfg: TrainConfig, plan: MethodPlan) -> dict[str, KindInfo]:
     """Ask every dataset's kind for its facts (class table, bands, stats, GSD, scale)."""
     return {
-        role.name: get_kind(cfg.data.datasets[role.index].kind).describe(cfg.data.datasets[role.index])
+        role.name: get_kind(cfg.data.datasets[role.index].kind).describe(
+            cfg.data.datasets[role.index]
+        )
         for role in plan.datasets
     }
 
 
 def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -> ModelMeta:
-    """The checkpoint metadata, derived from the datasets that train the model.
+    """Derive the checkpoint metadata from the datasets that train the model.
 
     The model's height unit is that of the first height-labelled dataset
     (``height_scale`` metres per unit); other height-labelled datasets are rescaled to it.
@@ -126,10 +128,14 @@ def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -
     height_roles = [r for r in roles if "height" in r.labelled]
     scale_info = infos[height_roles[0].name] if height_roles else first
     n = len(first.bands)
-    mean = cfg.data.mean or [float(np.mean([infos[r.name].mean[b] for r in roles])) for b in range(n)]
+    mean = cfg.data.mean or [
+        float(np.mean([infos[r.name].mean[b] for r in roles])) for b in range(n)
+    ]
     std = cfg.data.std or [float(np.mean([infos[r.name].std[b] for r in roles])) for b in range(n)]
     if len(mean) != n or len(std) != n:
-        raise UserError(f"Config keys 'data.mean'/'data.std' need {n} values, one per band {first.bands}.")
+        raise UserError(
+            f"Config keys 'data.mean'/'data.std' need {n} values, one per band {first.bands}."
+        )
     return ModelMeta(
         classes=classes,
         bands=list(first.bands),
@@ -289,7 +295,9 @@ class SemiMTLModule(pl.LightningModule):
             batch = self._prepare(role.name, batches[role.name])
             check_batch(role, batch)
             outputs = self.generator(batch["image"])
-            parts = generator_losses(self.plan, role, outputs, batch, self.discriminators, self.cfg.loss)
+            parts = generator_losses(
+                self.plan, role, outputs, batch, self.discriminators, self.cfg.loss
+            )
             for key, value in parts.items():
                 terms[f"{role.name}/{key}"] = value.detach()
                 total = value if total is None else total + value
@@ -322,8 +330,13 @@ class SemiMTLModule(pl.LightningModule):
         for role in self.plan.datasets:
             batch = self._prepare(role.name, batches[role.name])
             parts = discriminator_losses(
-                self.plan, role, predictions[role.name], batch, self.discriminators,
-                self.num_classes, self.cfg.loss,
+                self.plan,
+                role,
+                predictions[role.name],
+                batch,
+                self.discriminators,
+                self.num_classes,
+                self.cfg.loss,
             )
             for key, value in parts.items():
                 terms[f"{role.name}/D_{key}"] = value.detach()
@@ -361,9 +374,16 @@ class SemiMTLModule(pl.LightningModule):
         terms.update(self.discriminator_step(batch, preds, opt_d, self.manual_backward))
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=False)
         self.log("lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
-        self.log("loss_g", terms["loss_g"], prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        self.log(
+            "loss_g", terms["loss_g"], prog_bar=True, on_step=True, on_epoch=False, logger=False
+        )
         every = self.cfg.trainer.preview_every
-        if every and self.run_dir is not None and (iteration + 1) % every == 0 and self.global_rank == 0:
+        if (
+            every
+            and self.run_dir is not None
+            and (iteration + 1) % every == 0
+            and self.global_rank == 0
+        ):
             self.write_preview(batch, preds, iteration + 1)
 
     # -- outputs ------------------------------------------------------------
@@ -385,18 +405,24 @@ class SemiMTLModule(pl.LightningModule):
                     image=image,
                     mask=b["mask"][0].cpu().numpy() if "mask" in b else None,
                     pred_class=p["seg"][0].argmax(0).cpu().numpy() if "seg" in p else None,
-                    height=None if h is None else (h[0].float().cpu().numpy().squeeze() * ratio * scale),
-                    pred_height=None if "height" not in p else p["height"][0, 0].float().cpu().numpy() * scale,
+                    height=None
+                    if h is None
+                    else (h[0].float().cpu().numpy().squeeze() * ratio * scale),
+                    pred_height=None
+                    if "height" not in p
+                    else p["height"][0, 0].float().cpu().numpy() * scale,
                 )
             )
         assert self.run_dir is not None
         return save_preview(
-            self.run_dir / "previews" / f"iter_{iteration:07d}.png", rows, self.meta.classes,
+            self.run_dir / "previews" / f"iter_{iteration:07d}.png",
+            rows,
+            self.meta.classes,
             title=f"{self.plan.label} - iteration {iteration}",
         )
 
     def payload(self) -> dict[str, Any]:
-        """The checkpoint-contract dict (generator, metadata, resolved config)."""
+        """Return the checkpoint-contract dict (generator, metadata, resolved config)."""
         return checkpoint_payload(self.generator, self.meta, self.cfg.to_dict())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -407,7 +433,9 @@ class SemiMTLModule(pl.LightningModule):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint writer that never leaves a half-written file."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         """Write ``checkpoint`` to a temporary file, then rename it over ``path``."""
         atomic_torch_save(checkpoint, path)
 
@@ -456,14 +484,17 @@ def train(
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
     if resume and not ckpt_path.is_file():
-        raise UserError(f"Nothing to resume: '{ckpt_path}' does not exist; start the run without --resume.")
+        raise UserError(
+            f"Nothing to resume: '{ckpt_path}' does not exist; start the run without --resume."
+        )
     plan = plan_method(cfg)
     infos = describe_datasets(cfg, plan)
     meta = build_meta(cfg, plan, infos)
     model_scale = meta.height_scale
     ratios = {
         role.name: float(infos[role.name].height_scale) / model_scale
-        for role in plan.datasets if "height" in role.labelled
+        for role in plan.datasets
+        if "height" in role.labelled
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")

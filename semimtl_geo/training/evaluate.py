@@ -88,7 +88,7 @@ def model_label(loaded: LoadedModel) -> str:
 
 
 def datasets_of(loaded: LoadedModel) -> list[DatasetConfig]:
-    """The dataset list stored in a checkpoint's training config."""
+    """Return the dataset list stored in a checkpoint's training config."""
     raw = (loaded.config or {}).get("data", {}).get("datasets", [])
     return [dataset_from_dict(dict(d), f"data.datasets[{i}]") for i, d in enumerate(raw)]
 
@@ -98,12 +98,19 @@ def default_predict(
 ) -> PredictFn:
     """Sliding-window prediction with :func:`semimtl_geo.inference.predict_array`."""
 
-    def predict(loaded: LoadedModel, image: np.ndarray, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+    def predict(
+        loaded: LoadedModel, image: np.ndarray, tasks: Sequence[str]
+    ) -> dict[str, np.ndarray]:
         from semimtl_geo.inference import predict_array
 
         return predict_array(
-            loaded, image, patch_size=patch_size, overlap=overlap, batch_size=batch_size,
-            device=device, tasks=list(tasks),
+            loaded,
+            image,
+            patch_size=patch_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+            tasks=list(tasks),
         )
 
     return predict
@@ -128,12 +135,22 @@ def evaluate_model(
         has_seg = has_height = False
         n = 0
         samples: Iterable[EvalSample] = get_kind(spec.kind).eval_samples(spec, split)
-        bar = tqdm(samples, desc=f"{result.label} / {spec.name}", unit="tile", disable=not progress, leave=False)
+        bar = tqdm(
+            samples,
+            desc=f"{result.label} / {spec.name}",
+            unit="tile",
+            disable=not progress,
+            leave=False,
+        )
         for sample in bar:
             if max_samples is not None and n >= max_samples:
                 break
-            wanted = [t for t in tasks if (t == "seg" and sample.mask is not None)
-                      or (t == "height" and sample.height is not None)]
+            wanted = [
+                t
+                for t in tasks
+                if (t == "seg" and sample.mask is not None)
+                or (t == "height" and sample.height is not None)
+            ]
             n += 1
             if not wanted:
                 continue
@@ -166,7 +183,13 @@ def add_delta_m(
             bh = baseline_height.datasets.get(name) if baseline_height else None
             if res.seg and bs and bs.seg and _finite(res.seg["mIoU"]) and _finite(bs.seg["mIoU"]):
                 model["mIoU"], base["mIoU"] = res.seg["mIoU"], bs.seg["mIoU"]
-            if res.height and bh and bh.height and _finite(res.height["RMSE"]) and _finite(bh.height["RMSE"]):
+            if (
+                res.height
+                and bh
+                and bh.height
+                and _finite(res.height["RMSE"])
+                and _finite(bh.height["RMSE"])
+            ):
                 model["RMSE"], base["RMSE"] = res.height["RMSE"], bh.height["RMSE"]
             try:
                 res.delta_m = delta_m(model, base) if model else None
@@ -319,10 +342,15 @@ def evaluate_checkpoints(
         for spec in datasets_of(loaded):
             specs.setdefault(spec.name, spec)
     if not specs:
-        raise UserError("The checkpoints carry no dataset list in their config; evaluate checkpoints written by 'semimtl-geo train'.")
+        raise UserError(
+            "The checkpoints carry no dataset list in their config; evaluate checkpoints "
+            "written by 'semimtl-geo train'."
+        )
     for name, root in (roots or {}).items():
         if name not in specs:
-            raise UserError(f"--root names dataset '{name}', but the checkpoints know only {sorted(specs)}.")
+            raise UserError(
+                f"--root names dataset '{name}', but the checkpoints know only {sorted(specs)}."
+            )
         specs[name].root = root
     units = {m.meta.height_unit for m in everything if "height" in m.model.tasks}
     unit = units.pop() if len(units) == 1 else "m"

@@ -30,10 +30,13 @@ def _dataset(spec: Any) -> str:
     unknown = sorted(set(spec.options) - set(OPTIONS))
     if unknown:
         raise UserError(
-            f"Unknown option(s) {unknown} for the isprs dataset '{spec.name}'; valid: {', '.join(OPTIONS)}."
+            f"Unknown option(s) {unknown} for the isprs dataset '{spec.name}'; "
+            f"valid: {', '.join(OPTIONS)}."
         )
     if not spec.root:
-        raise UserError(f"Dataset '{spec.name}' has no root; set it to the prepare-isprs output folder.")
+        raise UserError(
+            f"Dataset '{spec.name}' has no root; set it to the prepare-isprs output folder."
+        )
     return str(spec.options.get("dataset", spec.name))
 
 

@@ -159,9 +159,7 @@ class _EpochSamples(Dataset):
         self.seed = seed
         rng = np.random.default_rng(seed)
         reps = -(-count // len(dataset))
-        self.indices = np.concatenate([rng.permutation(len(dataset)) for _ in range(reps)])[
-            :count
-        ]
+        self.indices = np.concatenate([rng.permutation(len(dataset)) for _ in range(reps)])[:count]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -181,13 +179,22 @@ def _train_loader(spec: DatasetConfig, request: TrainLoaderRequest) -> Iterable[
         )
     split = _train_split(spec, _options(spec))
     ds = build_dataset(
-        spec, split, request.tasks, crop_size=request.crop_size, flip=request.augment,
-        mean=request.mean, std=request.std,
+        spec,
+        split,
+        request.tasks,
+        crop_size=request.crop_size,
+        flip=request.augment,
+        mean=request.mean,
+        std=request.std,
     )
     samples = _EpochSamples(ds, request.num_batches * request.batch_size, request.seed)
     return DataLoader(
-        samples, batch_size=request.batch_size, shuffle=False, drop_last=False,
-        num_workers=request.num_workers, persistent_workers=False,
+        samples,
+        batch_size=request.batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=request.num_workers,
+        persistent_workers=False,
     )
 
 

@@ -130,7 +130,10 @@ def plan_method(cfg: "TrainConfig") -> MethodPlan:
     specs = cfg.data.datasets
     labelled_any = [t for t in TASKS if any(t in d.tasks for d in specs)]
     if not labelled_any:
-        raise UserError("No dataset in 'data.datasets' declares labelled tasks; set 'tasks: [seg]' or '[height]'.")
+        raise UserError(
+            "No dataset in 'data.datasets' declares labelled tasks; "
+            "set 'tasks: [seg]' or '[height]'."
+        )
     if method in ("stl_seg", "stl_height", "da_seg", "da_height"):
         task = method.split("_", 1)[1]
         sources = [i for i, d in enumerate(specs) if task in d.tasks]
@@ -173,9 +176,7 @@ def plan_method(cfg: "TrainConfig") -> MethodPlan:
             for i, d in enumerate(specs)
         )
         disc = {"jtl": "none", "semisd": "binary", "semimtl": "domain"}[method]
-    labelled_domain = {
-        t: next(r.domain for r in roles if t in r.labelled) for t in tasks
-    }
+    labelled_domain = {t: next(r.domain for r in roles if t in r.labelled) for t in tasks}
     return MethodPlan(method, cfg.mode, tasks, roles, disc, labelled_domain)
 
 
@@ -183,11 +184,13 @@ def plan_method(cfg: "TrainConfig") -> MethodPlan:
 
 
 def prediction_to_d(task: str, pred: torch.Tensor) -> torch.Tensor:
-    """A prediction as D sees it: softmax probabilities (seg) or the height map."""
+    """Return a prediction as D sees it: softmax probabilities (seg) or the height map."""
     return seg_to_discriminator_input(pred) if task == "seg" else pred.float()
 
 
-def target_to_d(task: str, target: torch.Tensor, num_classes: int, height_fill: float) -> torch.Tensor:
+def target_to_d(
+    task: str, target: torch.Tensor, num_classes: int, height_fill: float
+) -> torch.Tensor:
     """Ground truth as D sees it: one-hot (seg) or the 1-channel height with NaN filled."""
     if task == "seg":
         return one_hot_target(target, num_classes)
@@ -198,7 +201,7 @@ def target_to_d(task: str, target: torch.Tensor, num_classes: int, height_fill: 
 
 
 def height_target(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's height labels as ``B x H x W``."""
+    """Return the batch's height labels as ``B x H x W``."""
     h = batch["height"]
     return h[:, 0] if h.ndim == 4 else h
 
@@ -214,7 +217,7 @@ def generator_losses(
     discriminators: Mapping[str, nn.Module],
     loss_cfg: "LossConfig",
 ) -> dict[str, torch.Tensor]:
-    """Generator terms of one dataset's mini-batch (the ``L_G^t`` lines of Algorithm 1).
+    """Compute the generator terms of one mini-batch (the ``L_G^t`` lines of Algorithm 1).
 
     Returns named, already weighted terms whose sum is this dataset's contribution to
     eq. 9. Discriminators must be frozen by the caller (they only pass gradients back).
@@ -237,7 +240,9 @@ def generator_losses(
                 terms[f"{task}/intra"] = loss_cfg.lambda_intra * intra_loss(logits)
             else:
                 terms[f"{task}/inter"] = loss_cfg.lambda_inter * inter_loss(
-                    logits, plan.mode, own_domain=role.domain,
+                    logits,
+                    plan.mode,
+                    own_domain=role.domain,
                     labelled_domain=plan.labelled_domain[task],
                 )
         elif plan.method == "semisd":
@@ -245,7 +250,9 @@ def generator_losses(
             name = "intra" if labelled else "inter"
             terms[f"{task}/{name}"] = weight * binary_adversarial_loss(logits, is_real=True)
         elif not labelled:  # DA: only target predictions are pushed toward the source
-            terms[f"{task}/adv"] = loss_cfg.lambda_da * binary_adversarial_loss(logits, is_real=True)
+            terms[f"{task}/adv"] = loss_cfg.lambda_da * binary_adversarial_loss(
+                logits, is_real=True
+            )
     return terms
 
 

@@ -38,7 +38,9 @@ def colorize(labels: np.ndarray, classes: ClassTable) -> np.ndarray:
     return lut[np.clip(labels.astype(np.int64), 0, 255)]
 
 
-def save_preview(path: str | Path, rows: list[PreviewRow], classes: ClassTable, title: str = "") -> Path:
+def save_preview(
+    path: str | Path, rows: list[PreviewRow], classes: ClassTable, title: str = ""
+) -> Path:
     """Write a grid (rows = datasets; columns = image, GT/pred class, GT/pred height)."""
     import matplotlib
 
@@ -48,11 +50,15 @@ def save_preview(path: str | Path, rows: list[PreviewRow], classes: ClassTable, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     heights = [a for r in rows for a in (r.height, r.pred_height) if a is not None]
-    finite = np.concatenate([h[np.isfinite(h)].ravel() for h in heights]) if heights else np.zeros(1)
+    finite = (
+        np.concatenate([h[np.isfinite(h)].ravel() for h in heights]) if heights else np.zeros(1)
+    )
     vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
     vmax = vmax if vmax > 0 else 1.0
     cols = ["image", "GT class", "pred class", "GT height (m)", "pred height (m)"]
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.4 * len(cols), 2.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(2.4 * len(cols), 2.4 * len(rows)), squeeze=False
+    )
     for r, row in enumerate(rows):
         img = np.clip(np.moveaxis(row.image[:3], 0, -1), 0, 1)
         panels = [
@@ -71,7 +77,14 @@ def save_preview(path: str | Path, rows: list[PreviewRow], classes: ClassTable, 
             if c == 0:
                 ax.set_ylabel(row.name, fontsize=8)
             if panel is None:
-                ax.text(0.5, 0.5, "no label" if c in (1, 3) else "-", ha="center", va="center", fontsize=8)
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no label" if c in (1, 3) else "-",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                )
                 continue
             if c >= 3:
                 ax.imshow(panel, cmap="viridis", vmin=0, vmax=vmax)
