@@ -114,6 +114,9 @@ def zip_plugin(out: Path, cli: str | None = None) -> Path:
                 for path in sorted(stage.rglob("*")):
                     if path.is_file():
                         archive.write(path, f"{PLUGIN_FOLDER}/{path.relative_to(stage).as_posix()}")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(partial, 0o666 & ~umask)  # mkstemp creates 0600
             os.replace(partial, out)
         except BaseException:
             Path(partial).unlink(missing_ok=True)

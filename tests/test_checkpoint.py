@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -12,6 +14,9 @@ def test_checkpoint_roundtrip(tmp_path) -> None:
     meta = ModelMeta(bands=["R", "G", "B", "IR"], mean=[0.1] * 4, std=[0.2] * 4, height_scale=42.0)
     path = save_model_checkpoint(tmp_path / "m.pt", net, meta, {"method": "semimtl"})
     assert not list(tmp_path.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     loaded = load_model_checkpoint(path)
     assert loaded.meta == meta and loaded.meta.classes == ISPRS_CLASSES
     assert loaded.config == {"method": "semimtl"}
