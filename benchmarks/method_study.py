@@ -12,8 +12,8 @@ Usage::
 
     python benchmarks/method_study.py -o benchmarks/results/method_study --steps 150
 
-Extra ``key=value`` arguments override the training config of every run, e.g.
-``loss.lambda_inter=0.001``.
+``--set key=value`` (repeatable) overrides the training config of every run, e.g.
+``--set loss.lambda_inter=0.001``.
 """
 
 import argparse
@@ -191,7 +191,8 @@ def main() -> None:
         "--jobs", type=int, default=2, help="parallel training processes (1 thread each)"
     )
     parser.add_argument("--methods", nargs="*", help="subset, e.g. jtl semimtl_m2")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override for every run (repeatable)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

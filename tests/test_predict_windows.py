@@ -172,3 +172,16 @@ def test_engine_streams_strips_and_emits_each_row_once():
     assert starts == sorted(starts) and starts[0] == 0
     assert sum(n for _, n in emitted) == 300
     assert all(a + n == b for (a, n), (b, _) in zip(emitted, emitted[1:]))
+
+
+def test_height_range_keeps_small_copies_not_views_of_rows():
+    """Regression: samples that are views keep every finished row alive (memory grew)."""
+    from semimtl_geo.inference.raster import _HeightRange
+
+    hr = _HeightRange()
+    for k in range(5):
+        rows = np.random.default_rng(k).normal(10, 2, (256, 4000)).astype(np.float32)
+        hr.add(rows)
+    assert all(s.base is None and s.size <= 2100 for s in hr.samples)
+    lo, hi = hr.range()
+    assert 4 < lo < 10 < hi < 16

@@ -135,9 +135,13 @@ def run_sliding_windows(
                 for i, c in enumerate(chunk):
                     acc_w[:, c:c + win_w] += weight
                     if seg:
-                        acc_p[:, :, c:c + win_w] += result["probs"][i] * weight
+                        probs = result["probs"][i]
+                        probs *= weight  # in place: the runner's output is ours to reuse
+                        acc_p[:, :, c:c + win_w] += probs
                     if hgt:
-                        acc_h[:, c:c + win_w] += result["height"][i] * weight
+                        height = result["height"][i]
+                        height *= weight
+                        acc_h[:, c:c + win_w] += height
                 if on_windows:
                     on_windows(len(chunk))
             if k + 1 < len(rows):

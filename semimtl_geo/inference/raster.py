@@ -15,7 +15,7 @@ training). Outputs are always on exactly the input grid.
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,6 @@ class RasterOutputs:
     vectors: Path | None = None
     scale: float = 1.0
     windows: int = 0
-    extra: dict = field(default_factory=dict)
 
     def paths(self) -> list[Path]:
         """All written files."""
@@ -124,7 +123,7 @@ class _HeightRange:
         values = height[np.isfinite(height)]
         if values.size and self.count < self.limit:
             step = max(1, values.size // 2000)
-            picked = values[::step]
+            picked = values[::step].copy()  # a copy: a view would keep all rows alive
             self.samples.append(picked)
             self.count += picked.size
 

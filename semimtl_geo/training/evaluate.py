@@ -250,9 +250,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines.append(
         f"{quantity.capitalize()}s and {quantity} errors in **{unit}** (predictions x the "
         "checkpoint's height scale). "
-        "pAcc, mIoU, δ in %; AbsRel and δ use reference heights > 0 only, RMSE uses every "
-        "valid pixel. ΔM (eq. 10) is relative to the STL baselines (mIoU for segmentation, "
-        "RMSE for height); positive is better."
+        "pAcc, mIoU, δ in %; AbsRel and δ divide by the reference height, so they use only "
+        "references above the minimum height given in the notes; RMSE uses every valid pixel. "
+        "ΔM (eq. 10) is relative to the STL baselines (mIoU for segmentation, RMSE for "
+        "height); positive is better."
     )
     for note in report.get("notes", []):
         lines += ["", f"- {note}"]
@@ -294,6 +295,7 @@ def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     if out.suffix in (".md", ".json"):
         out = out.with_suffix("")
     md, js = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
+    report = sanitize(report)
     _atomic_write(js, json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n")
     _atomic_write(md, report_markdown(report))
     return md, js
