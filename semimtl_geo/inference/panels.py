@@ -24,6 +24,7 @@ class PanelRow:
         image: uint8 CxHxW input (the first three bands are shown as a composite).
         mask: reference class ids or None; predicted: predicted class ids or None.
         height: reference height in metres or None; predicted_height likewise.
+
     """
 
     title: str
