@@ -19,7 +19,7 @@ from semimtl_geo.errors import UserError
 #: Sizes and run lengths: the default finishes in minutes on 2 CPU cores; ``--quick`` is
 #: for the test suite (seconds, results meaningless).
 PROFILES = {
-    "default": {"size_potsdam": 720, "size_vaihingen": 420, "tiles": 4, "steps": 150,
+    "default": {"size_potsdam": 720, "size_vaihingen": 420, "tiles": 4, "steps": 300,
                 "crop": 96, "batch": 4, "patch": 256, "output_stride": 16},
     "quick": {"size_potsdam": 200, "size_vaihingen": 130, "tiles": 2, "steps": 2,
               "crop": 64, "batch": 1, "patch": 64, "output_stride": 32},
@@ -100,7 +100,7 @@ def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/demo"), show_default=True, help="Folder for everything.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Training iterations per method (default 150; 2 with --quick).")
+              help="Training iterations per method (default 300; 2 with --quick).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto uses the GPU when one is present.")
 @click.option("--quick", is_flag=True, help="Tiny sizes and 2 steps: checks the plumbing only.")
