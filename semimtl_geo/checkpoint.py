@@ -24,14 +24,13 @@ same key (plus Lightning's own state for ``--resume``), so either file can be pa
 wherever a checkpoint is expected.
 """
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ISPRS_CLASSES, ClassTable
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.multitask import MultiTaskNet
@@ -104,21 +103,9 @@ def checkpoint_payload(
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        # mkstemp creates 0600 files; give the checkpoint the permissions of a normal file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def save_model_checkpoint(

@@ -36,3 +36,16 @@ def test_checkpoint_errors(tmp_path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(UserError, match="not written by semimtl-geo"):
         load_model_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_atomic_outputs_get_normal_permissions_and_leave_nothing_on_error(tmp_path) -> None:
+    from semimtl_geo.atomic import atomic_output, atomic_write_text, umask_mode
+
+    path = atomic_write_text(tmp_path / "report.md", "hello\n")
+    assert path.read_text() == "hello\n"
+    assert path.stat().st_mode & 0o777 == umask_mode()  # not mkstemp's private 0600
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "half.bin") as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]

@@ -5,13 +5,12 @@ reference classes, the predicted classes, the reference height and the predicted
 (metres, shared colour scale per row).
 """
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 
 
@@ -92,13 +91,9 @@ def write_panel(rows: list[PanelRow], table: ClassTable, path: str | Path, unit:
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

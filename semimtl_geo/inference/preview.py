@@ -12,8 +12,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
+from semimtl_geo.atomic import umask_mode
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
-from semimtl_geo.inference.writers import umask_mode
 
 
 def _shape(height: int, width: int, max_side: int) -> tuple[int, int]:

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from semimtl_geo.atomic import umask_mode
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
-from semimtl_geo.inference.writers import umask_mode
 
 QGIS_VERSION = "3.22.0"
 

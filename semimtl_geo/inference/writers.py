@@ -31,6 +31,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from semimtl_geo.atomic import umask_mode
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 
 #: Nodata value of height rasters (NaN nodata confuses some GIS tools).
@@ -39,11 +40,6 @@ HEIGHT_NODATA = -9999.0
 BLOCK = 512
 
 
-def umask_mode() -> int:
-    """Permissions a plainly created file gets (``mkstemp`` makes them 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _temp_path(final: Path, tag: str) -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.errors import UserError
 from semimtl_geo.losses import INTER_MODES
 
@@ -447,13 +448,4 @@ def validate(cfg: TrainConfig) -> None:
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML atomically."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

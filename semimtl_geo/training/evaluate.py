@@ -18,8 +18,6 @@ trained on:
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.checkpoint import LoadedModel
 from semimtl_geo.errors import UserError
 from semimtl_geo.metrics import HeightMetrics, SegmentationMetrics, delta_m
@@ -281,14 +280,6 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     """Write ``<out>.md`` and ``<out>.json`` (a ``.md``/``.json`` suffix on ``out`` is dropped)."""
     out = Path(out)
@@ -296,8 +287,9 @@ def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
         out = out.with_suffix("")
     md, js = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
     report = sanitize(report)
-    _atomic_write(js, json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n")
-    _atomic_write(md, report_markdown(report))
+    text = json.dumps(report, indent=2, allow_nan=False, default=_json_default)
+    atomic_write_text(js, text + "\n")
+    atomic_write_text(md, report_markdown(report))
     return md, js
 
 

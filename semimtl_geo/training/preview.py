@@ -1,12 +1,11 @@
 """PNG previews of training progress: image, ground truth and prediction per dataset."""
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 
 
@@ -93,12 +92,9 @@ def save_preview(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=80)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
