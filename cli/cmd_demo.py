@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 import yaml
 
 from semimtl_geo.errors import UserError
@@ -72,27 +73,28 @@ def _run(step: int, total: int, title: str, argv: list[str]) -> float:
 
 
 def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int) -> list[Path]:
+    """One PNG per dataset: its first test tile's input, references and predictions."""
     from semimtl_geo.checkpoint import load_model_checkpoint
     from semimtl_geo.data import list_isprs_tiles, read_isprs_tile
     from semimtl_geo.inference import predict_array
-    from semimtl_geo.inference.panels import PanelRow, write_panel
+    from semimtl_geo.training.preview import PreviewRow, save_preview
 
     loaded = load_model_checkpoint(checkpoint)
     paths = []
     for dataset in ("potsdam", "vaihingen"):
         tile = read_isprs_tile(list_isprs_tiles(prepared, dataset, "test")[0])
         pred = predict_array(loaded, tile.image, patch_size=patch, overlap=0.5, device=device)
-        scale = tile.record.height_scale
-        row = PanelRow(
-            title=f"{dataset} {tile.tile_id}",
-            image=tile.image,
+        row = PreviewRow(
+            name=f"{dataset} {tile.tile_id}",
+            image=tile.image.astype(np.float32) / 255.0,
             mask=tile.mask,
-            predicted=pred.get("class"),
-            height=None if tile.height is None else tile.height * scale,
-            predicted_height=pred.get("height"),
+            pred_class=pred.get("class"),
+            height=None if tile.height is None else tile.height * tile.record.height_scale,
+            pred_height=pred.get("height"),
         )
-        paths.append(write_panel([row], loaded.meta.classes, out / f"panel_{dataset}.png",
-                                 unit=loaded.meta.height_unit))
+        title = f"{dataset} test tile {tile.tile_id}: SemiMTL (M2) after the demo's training"
+        paths.append(save_preview(out / f"panel_{dataset}.png", [row], loaded.meta.classes,
+                                  title=title))
     return paths
 
 
