@@ -50,6 +50,7 @@ from semimtl_geo.data.streetview_base import (
     DepthTarget,
     Frame,
     StreetViewDataset,
+    check_root_and_split,
     label_ids_to_train_ids,
     read_png_array,
     read_rgb,
@@ -145,12 +146,8 @@ class Cityscapes(StreetViewDataset):
     ) -> None:
         super().__init__(tasks, size, crop_size, flip, depth_target, depth_scale, max_depth,
                          mean, std)
-        if split not in SPLITS:
-            raise UserError(f"Unknown Cityscapes split '{split}'; use one of {list(SPLITS)}.")
-        self.root = Path(root)
+        self.root = check_root_and_split("Cityscapes", root, split, SPLITS)
         self.split = split
-        if not self.root.is_dir():
-            raise UserError(f"Cityscapes root {self.root} does not exist; check the path.")
         if split == "train_extra" and "seg" in self.tasks:
             raise UserError(
                 "Cityscapes train_extra has no fine labels; use tasks ['height'] "

@@ -193,6 +193,18 @@ def require_folder(path: Path, what: str, hint: str) -> Path:
     return path
 
 
+def check_root_and_split(
+    dataset: str, root: str | Path, split: str, splits: Sequence[str]
+) -> Path:
+    """Validate a dataset root folder and split name; return the root as a Path."""
+    if split not in splits:
+        raise UserError(f"Unknown {dataset} split '{split}'; use one of {list(splits)}.")
+    path = Path(root)
+    if not path.is_dir():
+        raise UserError(f"{dataset} root {path} does not exist; check the path.")
+    return path
+
+
 @dataclass(frozen=True)
 class Frame:
     """One frame at native resolution, as read from disk."""

@@ -42,6 +42,7 @@ from semimtl_geo.data.streetview_base import (
     DepthTarget,
     Frame,
     StreetViewDataset,
+    check_root_and_split,
     label_ids_to_train_ids,
     read_png_array,
     read_rgb,
@@ -103,12 +104,8 @@ class Synscapes(StreetViewDataset):
     ) -> None:
         super().__init__(tasks, size, crop_size, flip, depth_target, depth_scale, max_depth,
                          mean, std)
-        if split not in SPLITS:
-            raise UserError(f"Unknown Synscapes split '{split}'; use one of {list(SPLITS)}.")
-        self.root = Path(root)
+        self.root = check_root_and_split("Synscapes", root, split, SPLITS)
         self.split = split
-        if not self.root.is_dir():
-            raise UserError(f"Synscapes root {self.root} does not exist; check the path.")
         self.rgb_dir = require_folder(self.root / "img" / "rgb", "Synscapes img/rgb", _HINT)
         # The class map is needed for seg and for the sky of the depth targets.
         self.class_dir = require_folder(self.root / "img" / "class", "Synscapes img/class", _HINT)
