@@ -44,6 +44,10 @@ _register()
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run the CLI in-process; returns the exit status (used by tests and the console script)."""
+    # A VRT can embed Python pixel functions that GDAL runs when it is read; input rasters
+    # are data, so that is switched off whatever the environment says (GDAL reads the
+    # variable at every open).
+    os.environ["GDAL_VRT_ENABLE_PYTHON"] = "NO"
     try:
         rv = cli.main(args=list(args) if args is not None else None, standalone_mode=False)
     except UserError as exc:

@@ -1,6 +1,6 @@
 """The model checkpoint contract shared by train, evaluate, predict and export.
 
-A checkpoint is a ``torch.save`` file holding a dict with the key ``"semimtl_geo"``::
+A checkpoint holds a dict with the key ``"semimtl_geo"``::
 
     {
       "format": 1,
@@ -21,7 +21,9 @@ A checkpoint is a ``torch.save`` file holding a dict with the key ``"semimtl_geo
 
 Lightning checkpoints written by the training engine carry the same dict under the
 same key (plus Lightning's own state for ``--resume``), so either file can be passed
-wherever a checkpoint is expected.
+wherever a checkpoint is expected. Both are stored in the code-free file format of
+:mod:`semimtl_geo.checkpoint_file` (safetensors tensors + JSON structure): opening one
+never runs code from it.
 """
 
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import Any
 
 import torch
 
-from semimtl_geo.atomic import atomic_output
+from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_file
 from semimtl_geo.classes import IGNORE_INDEX, ISPRS_CLASSES, ClassTable
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.multitask import MultiTaskNet
@@ -101,13 +103,6 @@ def checkpoint_payload(
     }
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
-
 def save_model_checkpoint(
     path: str | Path,
     model: MultiTaskNet,
@@ -115,7 +110,35 @@ def save_model_checkpoint(
     config: dict[str, Any] | None = None,
 ) -> Path:
     """Write a standalone model checkpoint atomically."""
-    return atomic_torch_save({CHECKPOINT_KEY: checkpoint_payload(model, meta, config)}, path)
+    return write_checkpoint_file({CHECKPOINT_KEY: checkpoint_payload(model, meta, config)}, path)
+
+
+_TASKS = ("seg", "height")
+
+
+def _invalid(path: Path, detail: str) -> UserError:
+    return UserError(
+        f"Checkpoint '{path}' is not a valid semimtl-geo model ({detail}); it is damaged or "
+        "was written by an incompatible semimtl-geo version."
+    )
+
+
+def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
+    """Validate the ``model`` entry (types only: the file is untrusted input)."""
+    if not isinstance(cfg, dict):
+        raise _invalid(path, "'model' is not a mapping")
+    ints = {"in_channels": cfg.get("in_channels"), "num_classes": cfg.get("num_classes"),
+            "output_stride": cfg.get("output_stride", 8)}
+    for name, value in ints.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise _invalid(path, f"model '{name}' is {value!r}")
+    if not isinstance(cfg.get("encoder_name"), str):
+        raise _invalid(path, "model 'encoder_name' is missing")
+    tasks = cfg.get("tasks")
+    if (not isinstance(tasks, (list, tuple)) or not tasks
+            or not all(isinstance(t, str) and t in _TASKS for t in tasks)):
+        raise _invalid(path, f"model 'tasks' is {tasks!r}")
+    return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks)}
 
 
 def load_model_checkpoint(
@@ -123,40 +146,56 @@ def load_model_checkpoint(
 ) -> LoadedModel:
     """Rebuild the generator of a semimtl-geo or Lightning checkpoint, in eval mode.
 
+    The file is read with :func:`~semimtl_geo.checkpoint_file.read_checkpoint_file`
+    (nothing is unpickled) and its content is validated before anything is built.
+
     Raises:
-        UserError: missing, unreadable or foreign checkpoint files.
+        UserError: missing, unreadable, pickled, foreign or damaged checkpoint files.
 
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"Checkpoint '{path}' does not exist; "
-            "pass the .ckpt/.pt file written by 'semimtl-geo train'."
-        )
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise UserError(
-            f"Checkpoint '{path}' could not be read ({type(exc).__name__}); "
-            "it is corrupt or not a torch file."
-        ) from None
-    payload = raw.get(CHECKPOINT_KEY) if isinstance(raw, dict) else None
+    payload = read_checkpoint_file(path, device=map_location, key=CHECKPOINT_KEY)
     if not isinstance(payload, dict) or "model" not in payload:
         raise UserError(
             f"Checkpoint '{path}' was not written by semimtl-geo (no '{CHECKPOINT_KEY}' entry); "
             "pass a checkpoint from 'semimtl-geo train'."
         )
-    cfg = dict(payload["model"])
-    model = MultiTaskNet(
-        encoder_name=cfg["encoder_name"],
-        in_channels=int(cfg["in_channels"]),
-        num_classes=int(cfg["num_classes"]),
-        tasks=cfg["tasks"],
-        encoder_weights=None,
-        output_stride=int(cfg.get("output_stride", 8)),
-    )
-    model.load_state_dict(payload["state_dict"])
+    version = payload.get("format", CHECKPOINT_FORMAT)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise UserError(
+            f"Checkpoint '{path}' has payload format {version!r}, newer than this semimtl-geo "
+            f"reads ({CHECKPOINT_FORMAT}); upgrade semimtl-geo."
+        )
+    cfg = _check_model_config(payload["model"], path)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise _invalid(path, "'state_dict' is not a mapping of names to tensors")
+    meta_dict, config = payload.get("meta", {}), payload.get("config", {})
+    if not isinstance(meta_dict, dict) or not isinstance(config, dict):
+        raise _invalid(path, "'meta' or 'config' is not a mapping")
+    try:
+        meta = ModelMeta.from_dict(meta_dict)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _invalid(path, f"bad 'meta': {exc}") from None
+    try:
+        model = MultiTaskNet(
+            encoder_name=cfg["encoder_name"],
+            in_channels=cfg["in_channels"],
+            num_classes=cfg["num_classes"],
+            tasks=cfg["tasks"],
+            encoder_weights=None,
+            output_stride=cfg["output_stride"],
+        )
+    except UserError as exc:  # e.g. an encoder this installation does not know
+        raise _invalid(path, str(exc).split(";")[0].rstrip(".")) from None
+    except Exception as exc:  # smp's own errors, e.g. an unsupported output stride
+        raise _invalid(path, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise _invalid(path, f"its weights do not fit its model: {detail}") from None
     model.eval()
-    return LoadedModel(
-        model, ModelMeta.from_dict(payload.get("meta", {})), payload.get("config", {}), path
-    )
+    return LoadedModel(model, meta, config, path)

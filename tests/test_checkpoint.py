@@ -1,9 +1,20 @@
+import json
+import math
 import os
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from semimtl_geo.checkpoint import ModelMeta, load_model_checkpoint, save_model_checkpoint
+from semimtl_geo.checkpoint import (
+    CHECKPOINT_KEY,
+    ModelMeta,
+    checkpoint_payload,
+    load_model_checkpoint,
+    save_model_checkpoint,
+)
+from semimtl_geo.checkpoint_file import FILE_FORMAT, read_checkpoint_file, write_checkpoint_file
 from semimtl_geo.classes import ISPRS_CLASSES
 from semimtl_geo.errors import UserError
 from semimtl_geo.models import MultiTaskNet
@@ -33,9 +44,101 @@ def test_checkpoint_errors(tmp_path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="could not be read"):
         load_model_checkpoint(tmp_path / "bad.pt")
-    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    write_checkpoint_file({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(UserError, match="not written by semimtl-geo"):
         load_model_checkpoint(tmp_path / "foreign.pt")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(UserError, match="safetensors file without semimtl-geo's metadata"):
+        load_model_checkpoint(tmp_path / "plain.safetensors")
+    torch.save({"state_dict": {}}, tmp_path / "pickled.pt")
+    with pytest.raises(UserError, match="is a pickled torch file.*convert-checkpoint"):
+        load_model_checkpoint(tmp_path / "pickled.pt")
+
+
+def _container(path, tree, meta):
+    metadata = {"format": FILE_FORMAT, "version": "1", "tree": json.dumps(tree), **meta}
+    save_file({"t": torch.zeros(1)}, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tree", "meta", "message"),
+    [
+        ({"semimtl_geo": {"__tensor__": "missing"}}, {}, "damaged .*tensor 'missing' is missing"),
+        ({"semimtl_geo": {"__reduce__": ["os.system", "touch x"]}}, {}, "unknown entry"),
+        ({"semimtl_geo": {"__tensor__": "t", "x": 1}}, {}, "damaged"),
+        ({"semimtl_geo": {"__items__": [[[1], 2]]}}, {}, "a dict key is a list"),
+        ({"semimtl_geo": {"__float__": "1e9999x"}}, {}, "not a non-finite float"),
+        ({}, {"version": "99"}, "version '99'.*upgrade semimtl-geo"),
+        ({}, {"tree": "[" * 100_000 + "]" * 100_000}, "damaged"),
+        ({}, {"tree": "{not json"}, "damaged"),
+    ],
+)
+def test_hostile_or_damaged_containers_end_in_one_sentence(tmp_path, tree, meta, message):
+    path = _container(tmp_path / "x.pt", tree, meta)
+    with pytest.raises(UserError, match=message) as info:
+        load_model_checkpoint(path)
+    assert "\n" not in str(info.value) and str(info.value).endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["model"].update(encoder_name="no_such_net"), "not a valid semimtl-geo model"),
+        (lambda p: p["model"].update(tasks=["seg", "depth"]), "model 'tasks'"),
+        (lambda p: p["model"].update(in_channels="3"), "model 'in_channels'"),
+        (lambda p: p["model"].update(num_classes=7), "weights do not fit its model"),
+        (lambda p: p["state_dict"].update(x=[1]), "not a mapping of names to tensors"),
+        (lambda p: p.update(meta={"classes": 3}), "bad 'meta'"),
+        (lambda p: p.update(format=9), "payload format 9"),
+    ],
+)
+def test_invalid_payloads_end_in_one_sentence(tmp_path, change, message):
+    net = MultiTaskNet("resnet18", in_channels=3, num_classes=6, output_stride=32)
+    payload = checkpoint_payload(net, ModelMeta())
+    change(payload)
+    write_checkpoint_file({CHECKPOINT_KEY: payload}, tmp_path / "m.pt")
+    with pytest.raises(UserError, match=message):
+        load_model_checkpoint(tmp_path / "m.pt")
+
+
+def test_container_roundtrip_keeps_types_values_and_shared_tensors(tmp_path):
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    obj = {
+        "ints": {0: {"step": torch.tensor(3.0)}, 5: None},  # optimiser state: int keys
+        "betas": (0.9, 0.999),
+        "floats": [float("nan"), float("inf"), -float("inf"), 0.1 + 0.2],
+        "__dunder": True,
+        "big": 2**62,
+        "a": base,
+        "same": base.detach(),  # same storage and layout: stored once
+        "view": base[:, 1],  # non-contiguous view of it
+        "t": base.t(),
+        "bf16": torch.randn(5).bfloat16(),
+        "empty": torch.zeros(0, 3),
+        "empty2": torch.zeros(0),
+        "bools": torch.tensor([True, False]),
+    }
+    path = write_checkpoint_file(obj, tmp_path / "c.pt")
+    back = read_checkpoint_file(path)
+    assert list(back) == list(obj)
+    assert back["ints"][0]["step"].item() == 3.0 and back["ints"][5] is None
+    assert back["betas"] == (0.9, 0.999) and isinstance(back["betas"], tuple)
+    assert math.isnan(back["floats"][0]) and back["floats"][1:] == obj["floats"][1:]
+    assert back["__dunder"] is True and back["big"] == 2**62
+    for key in ("a", "same", "view", "t", "bf16", "empty", "empty2", "bools"):
+        assert back[key].dtype == obj[key].dtype and torch.equal(back[key], obj[key]), key
+    with safe_open(str(path), "pt") as fh:
+        assert len(list(fh.keys())) == 8  # 7 top-level tensors ('same' is 'a') + 'step'
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    with path.open("r+b") as fh:  # the file changes in place: what was read must not
+        fh.seek(header)
+        fh.write(b"\x7f" * (path.stat().st_size - header))
+    for key in ("a", "view", "bf16", "bools"):
+        assert torch.equal(back[key], obj[key]), key
+    with pytest.raises(TypeError, match="'x' is a PosixPath"):
+        write_checkpoint_file({"x": tmp_path}, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_atomic_outputs_get_normal_permissions_and_leave_nothing_on_error(tmp_path) -> None:

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from semimtl_geo.errors import UserError
@@ -73,6 +74,11 @@ def test_local_weights_file_is_loaded(tmp_path) -> None:
     # a 4-band encoder adapts the 3-band first convolution instead of failing
     enc4 = build_encoder("resnet18", in_channels=4, weights=tmp_path / "w.pth")
     assert enc4.state_dict()["conv1.weight"].shape[1] == 4
+    # the code-free format is read without any unpickling
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    enc = build_encoder("resnet18", in_channels=3, weights=tmp_path / "w.safetensors")
+    for key, value in src.state_dict().items():
+        assert torch.equal(enc.state_dict()[key], value)
 
 
 def test_bad_weights_file_is_user_error(tmp_path) -> None:

@@ -359,6 +359,30 @@ def test_qgis_predict_failure_shows_the_cli_sentence(qgis_env, scene, tmp_path):
 
 @pytest.mark.qgis
 @needs_qgis
+def test_qgis_predict_refuses_malicious_checkpoints_without_running_code(
+    qgis_env, scene, tmp_path
+):
+    """Picking a booby-trapped checkpoint in QGIS's file dialog runs none of its code."""
+    from _malicious import build_malicious
+
+    marker = tmp_path / "PWNED"
+    for kind, path in build_malicious(tmp_path / "evil", marker).items():
+        out = tmp_path / f"out_{kind}"
+        result = qgis_process(
+            qgis_env, "run", "semimtl-geo:predict", "--",
+            f"INPUT={scene['raster']}", f"CHECKPOINT={path}", "DEVICE=cpu",
+            f"OUTPUT_CLASS={out / 'classes.tif'}", f"OUTPUT_HEIGHT={out / 'height.tif'}",
+        )
+        assert result.returncode != 0, kind
+        assert not marker.exists(), f"the {kind} checkpoint's code ran"
+        text = result.stdout + result.stderr
+        assert f"Checkpoint '{path}' is a pickled torch file" in text, text[-2000:]
+        assert "Traceback" not in text
+        assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.qgis
+@needs_qgis
 def test_qgis_cancel_kills_the_cli_and_leaves_nothing(qgis_env, scene, tmp_path):
     slow = fake_cli(tmp_path, """
         import os

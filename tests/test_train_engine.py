@@ -10,8 +10,10 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from semimtl_geo.checkpoint import load_model_checkpoint
+from semimtl_geo.checkpoint_file import read_checkpoint_file
 from semimtl_geo.cli.main import main
 from semimtl_geo.errors import UserError
+from semimtl_geo.training import engine
 from semimtl_geo.training.config import config_from_dict, load_config
 from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets, train
 from semimtl_geo.training.methods import plan_method
@@ -80,9 +82,28 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(semimtl_runs):
     # the interrupted run really stopped halfway: its generator differs from the final one
     mid = interrupted.model.state_dict()
     assert any(not torch.equal(mid[k], full.module.generator.state_dict()[k]) for k in mid)
-    ckpt = torch.load(full.checkpoint, weights_only=False)
+    ckpt = read_checkpoint_file(full.checkpoint)
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 4  # poly schedule state is saved
     assert len(ckpt["optimizer_states"]) == 2  # G (SGD) and D (Adam)
+
+
+def test_a_converted_pickled_last_ckpt_resumes_exactly(semimtl_runs, capsys):
+    """Migration: a run interrupted under the old pickle format resumes after conversion."""
+    root, full, _, _ = semimtl_runs
+    cfg = config_from_dict(
+        toy.toy_config_dict("semimtl", max_steps=4, steps_per_epoch=2, preview_every=2)
+    )
+    run = root / "legacy"
+    train(cfg, run, callbacks=[StopAfterFirstEpoch()])
+    last = run / "checkpoints" / "last.ckpt"
+    torch.save(read_checkpoint_file(last), last)  # what semimtl-geo wrote before
+    with pytest.raises(UserError, match="pickled torch file.*convert-checkpoint"):
+        train(cfg, run, resume=True)
+    assert main(["convert-checkpoint", str(last), "-o", str(last), "--overwrite"]) == 0
+    assert "training state kept" in capsys.readouterr().out
+    resumed = train(cfg, run, resume=True).module.state_dict()
+    for key, value in full.module.state_dict().items():
+        assert torch.equal(value, resumed[key]), key
 
 
 def test_run_outputs_and_checkpoint_contract(semimtl_runs):
@@ -175,15 +196,23 @@ def test_cli_train_and_evaluate(semimtl_runs, tmp_path, capsys):
     assert js["rows"][0]["datasets"]["a"]["delta_m"] == 0.0
 
 
-def test_cli_resume(tmp_path):
+def test_cli_resume(tmp_path, monkeypatch):
     config = tmp_path / "toy.yaml"
     config.write_text(
         yaml.safe_dump(toy.toy_config_dict("stl_seg", max_steps=1, steps_per_epoch=1))
     )
     run = tmp_path / "run"
     assert main(["train", "-c", str(config), "-o", str(run)]) == 0
+    reads = []
+
+    def counting_read(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return read_checkpoint_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "read_checkpoint_file", counting_read)
     assert main(["train", "-o", str(run), "--resume", "--max-steps", "2"]) == 0
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert reads == ["last.ckpt"]  # checked before anything is written, then handed to Lightning
+    ckpt = read_checkpoint_file(run / "checkpoints" / "last.ckpt")
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 1 + 1
     assert len(list(run.glob("logs/version_*"))) == 2
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
+from semimtl_geo.checkpoint_file import sniff
 from semimtl_geo.errors import UserError
 
 
@@ -109,15 +111,22 @@ def build_encoder(
 def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     """Load a local state dict (torchvision/timm/smp naming) into ``encoder``.
 
-    Classifier keys (``fc.*``) are dropped; a first convolution with a different band
-    count is adapted by repeating/averaging the RGB kernels, as smp does for ImageNet.
+    A ``.safetensors`` file is read without any unpickling; a ``torch.save`` file goes
+    through torch's restricted ``weights_only`` unpickler (tensors and plain containers
+    only, never arbitrary objects). Classifier keys (``fc.*``) are dropped; a first
+    convolution with a different band count is adapted by repeating/averaging the RGB
+    kernels, as smp does for ImageNet.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if sniff(path) == "safetensors":
+            state = load_safetensors(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
         raise UserError(
             f"Encoder weights file '{path}' could not be read ({type(exc).__name__}); "
-            "pass a torch state-dict file saved with torch.save(model.state_dict(), path)."
+            "pass a .safetensors file or a torch state dict saved with "
+            "torch.save(model.state_dict(), path)."
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -42,10 +42,10 @@ from torch import nn
 from semimtl_geo.checkpoint import (
     CHECKPOINT_KEY,
     ModelMeta,
-    atomic_torch_save,
     checkpoint_payload,
     save_model_checkpoint,
 )
+from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_file
 from semimtl_geo.errors import UserError
 from semimtl_geo.models import Discriminator, MultiTaskNet
 from semimtl_geo.training.config import TrainConfig, save_config
@@ -430,14 +430,62 @@ class SemiMTLModule(pl.LightningModule):
         checkpoint[CHECKPOINT_KEY] = self.payload()
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint writer that never leaves a half-written file."""
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O in the code-free format of :mod:`semimtl_geo.checkpoint_file`.
+
+    Saving never leaves a half-written file (temporary name, then rename). Loading, which
+    ``trainer.fit(ckpt_path=...)`` does on ``--resume``, never unpickles: whatever
+    ``weights_only`` Lightning asks for, the file is parsed as JSON plus raw tensor bytes.
+
+    Args:
+        preloaded: ``(path, checkpoint)`` already read by :func:`train` (which checks a
+            resume checkpoint before it writes anything); handed to Lightning once instead
+            of reading the file a second time.
+
+    """
+
+    def __init__(self, preloaded: tuple[Path, dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self._preloaded = preloaded
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         """Write ``checkpoint`` to a temporary file, then rename it over ``path``."""
-        atomic_torch_save(checkpoint, path)
+        write_checkpoint_file(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Read a checkpoint without unpickling anything (tensors on the CPU)."""
+        if self._preloaded is not None and Path(path).resolve() == self._preloaded[0].resolve():
+            checkpoint, self._preloaded = self._preloaded[1], None
+            return checkpoint
+        return read_checkpoint_file(path)
+
+
+#: What Lightning needs in a checkpoint to resume a run.
+RESUME_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "epoch", "global_step")
+
+
+def read_resume_checkpoint(path: Path) -> dict[str, Any]:
+    """Read and check ``checkpoints/last.ckpt`` before a run is resumed from it.
+
+    Raises:
+        UserError: missing, pickled, damaged or model-only files, in one sentence.
+
+    """
+    if not path.is_file():
+        raise UserError(
+            f"Nothing to resume: '{path}' does not exist; start the run without --resume."
+        )
+    checkpoint = read_checkpoint_file(path)
+    if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in RESUME_KEYS):
+        raise UserError(
+            f"'{path}' is not a training checkpoint (it lacks Lightning's optimiser and loop "
+            "state); resume only from the last.ckpt that 'semimtl-geo train' wrote there."
+        )
+    return checkpoint
 
 
 class EpochCheckpoint(Callback):
@@ -448,7 +496,7 @@ class EpochCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Lightning hook."""
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state, for --resume
 
 
 @dataclass
@@ -483,10 +531,7 @@ def train(
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-    if resume and not ckpt_path.is_file():
-        raise UserError(
-            f"Nothing to resume: '{ckpt_path}' does not exist; start the run without --resume."
-        )
+    resume_state = read_resume_checkpoint(ckpt_path) if resume else None
     plan = plan_method(cfg)
     infos = describe_datasets(cfg, plan)
     meta = build_meta(cfg, plan, infos)
@@ -518,7 +563,7 @@ def train(
             TensorBoardLogger(run_dir, name="logs", version=session, default_hp_metric=False),
         ],
         callbacks=[EpochCheckpoint(ckpt_path), *(callbacks or [])],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[SafeCheckpointIO((ckpt_path, resume_state) if resume_state else None)],
         enable_checkpointing=False,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
