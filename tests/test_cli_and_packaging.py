@@ -42,3 +42,14 @@ def test_no_bare_cli_module_installed() -> None:
 
     spec = importlib.util.find_spec("cli")
     assert spec is None or "semimtl" not in str(spec.origin or "")
+
+
+def test_declared_test_dependencies_are_installed() -> None:
+    """Every package of the [test] extra imports: tests never skip for a missing one."""
+    import importlib
+    import re
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for requirement in cfg["project"]["optional-dependencies"]["test"]:
+        name = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]
+        importlib.import_module(name.replace("-", "_"))  # ImportError fails the test

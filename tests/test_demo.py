@@ -1,4 +1,5 @@
 import json
+import math
 
 import rasterio
 
@@ -21,7 +22,7 @@ def test_demo_pipeline_runs_end_to_end_at_tiny_size(tmp_path, capsys) -> None:
     ]:
         assert (out / rel).is_file(), rel
     report = json.loads((out / "report.json").read_text())
-    assert report  # the Table 2 report has content for both checkpoints
+    _check_report(report, (out / "report.md").read_text())
     classes = sorted((out / "predict").glob("*_class.tif"))
     assert len(classes) == 1 and classes[0].with_suffix(".qml").is_file()
     src_path = sorted((out / "prepared").rglob("image/*.tif"))
@@ -32,3 +33,27 @@ def test_demo_pipeline_runs_end_to_end_at_tiny_size(tmp_path, capsys) -> None:
     # a second run refuses to overwrite the folder without --overwrite
     assert main(["demo", "--quick", "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _check_report(report: dict, markdown: str) -> None:
+    """Table 2 rows: both methods on both datasets, every metric finite and in range."""
+    assert report["table"] == "Table 2" and report["height_unit"] == "m"
+    assert report["datasets"] == ["potsdam", "vaihingen"]
+    assert [row["method"] for row in report["rows"]] == ["SemiMTL (M2)", "JTL"]
+    for row in report["rows"]:
+        assert row["tasks"] == ["seg", "height"]
+        assert set(row["datasets"]) == {"potsdam", "vaihingen"}
+        for name, res in row["datasets"].items():
+            seg, height = res["seg"], res["height"]
+            assert res["samples"] >= 1, name
+            for key in ("pAcc", "mIoU", "mF1"):
+                assert math.isfinite(seg[key]) and 0 <= seg[key] <= 100, (name, key)
+            assert seg["pixels"] > 0 and len(seg["IoU"]) == 6
+            assert math.isfinite(height["RMSE"]) and height["RMSE"] >= 0, name
+            assert math.isfinite(height["AbsRel"]) and height["AbsRel"] >= 0, name
+            for key in ("delta1", "delta2", "delta3"):
+                assert math.isfinite(height[key]) and 0 <= height[key] <= 100, (name, key)
+            assert height["delta1"] <= height["delta2"] <= height["delta3"]
+            assert height["pixels"] > 0 and height["pixels_positive"] > 0
+    for method in ("SemiMTL (M2)", "JTL"):
+        assert markdown.count(f"| {method} |") == 2  # one row per dataset block

@@ -47,35 +47,79 @@ def test_segmentation_loss_ignores_255() -> None:
     assert segmentation_loss(logits, all_ignored).item() == 0.0
 
 
+# Asymmetric discriminator outputs: every class has its own probability, so a term aimed
+# at the wrong class (e.g. M2 toward the dataset's own domain instead of ground truth)
+# changes the value. Left half of the map: p = (0.1, 0.2, 0.7) over (GT, dataset 1,
+# dataset 2); right half: p = (0.6, 0.3, 0.1).
+P_LEFT = (0.1, 0.2, 0.7)
+P_RIGHT = (0.6, 0.3, 0.1)
+
+
 def _three_way_logits() -> torch.Tensor:
-    # per pixel softmax = [0.25, 0.5, 0.25] over classes (GT, dataset 1, dataset 2)
-    logits = torch.tensor([0.0, math.log(2.0), 0.0]).view(1, 3, 1, 1)
-    return logits.expand(2, 3, 4, 4).contiguous()
+    logits = torch.empty(2, 3, 4, 4)
+    logits[..., :2] = torch.log(torch.tensor(P_LEFT)).view(1, 3, 1, 1)
+    logits[..., 2:] = torch.log(torch.tensor(P_RIGHT)).view(1, 3, 1, 1)
+    return logits
+
+
+def _mean_nll(k: int) -> float:
+    """Hand-computed pixel mean of -log p_k (half the pixels on each side)."""
+    return (-math.log(P_LEFT[k]) - math.log(P_RIGHT[k])) / 2
 
 
 def test_discriminator_loss_eq2_domain_labels() -> None:
     logits = _three_way_logits()
-    assert discriminator_loss(logits, 0).item() == pytest.approx(-math.log(0.25))
-    assert discriminator_loss(logits, 1).item() == pytest.approx(-math.log(0.5))
-    assert discriminator_loss(logits, 2).item() == pytest.approx(-math.log(0.25))
+    assert discriminator_loss(logits, 0).item() == pytest.approx((2.302585 + 0.510826) / 2)
+    assert discriminator_loss(logits, 1).item() == pytest.approx((1.609438 + 1.203973) / 2)
+    assert discriminator_loss(logits, 2).item() == pytest.approx((0.356675 + 2.302585) / 2)
     with pytest.raises(ValueError):
         discriminator_loss(logits, 3)
+    with pytest.raises(ValueError):
+        discriminator_loss(logits, -1)
 
 
 def test_intra_loss_eq3_targets_ground_truth_class() -> None:
-    assert intra_loss(_three_way_logits()).item() == pytest.approx(-math.log(0.25))
+    assert intra_loss(_three_way_logits()).item() == pytest.approx(_mean_nll(0))
 
 
 def test_inter_loss_modes_eq4_eq5_eq8() -> None:
     logits = _three_way_logits()
+    # dataset 2 (own domain) without labels; dataset 1 has them
     m1 = inter_loss(logits, "m1", own_domain=2, labelled_domain=1)
-    m2 = inter_loss(logits, "m2", own_domain=2)
-    m3 = inter_loss(logits, "m3", own_domain=2)
-    assert m1.item() == pytest.approx(-math.log(0.5))  # toward labelled prediction class 1
-    assert m2.item() == pytest.approx(-math.log(0.25))  # toward ground truth class 0
-    assert m3.item() == pytest.approx(-math.log(1 - 0.25))  # away from own class 2
+    m2 = inter_loss(logits, "m2", own_domain=2, labelled_domain=1)
+    m3 = inter_loss(logits, "m3", own_domain=2, labelled_domain=1)
+    assert m1.item() == pytest.approx(_mean_nll(1))  # eq. 4: toward dataset 1's class
+    assert m2.item() == pytest.approx(_mean_nll(0))  # eq. 5: toward ground truth, not own (2)
+    assert m2.item() != pytest.approx(_mean_nll(2))
+    # eq. 8: -log(1 - p_own), p_own = 0.7 | 0.1
+    assert m3.item() == pytest.approx((-math.log(0.3) - math.log(0.9)) / 2)
+    # dataset 1 unlabelled, dataset 2 labelled: the classes swap roles
+    assert inter_loss(logits, "m1", own_domain=1, labelled_domain=2).item() == pytest.approx(
+        _mean_nll(2)
+    )
+    assert inter_loss(logits, "m3", own_domain=1).item() == pytest.approx(
+        (-math.log(0.8) - math.log(0.7)) / 2
+    )
     with pytest.raises(ValueError, match="m4"):
         inter_loss(logits, "m4", own_domain=2)  # type: ignore[arg-type]
+
+
+def test_adversarial_terms_push_the_discriminator_output_the_right_way() -> None:
+    """A gradient step on each generator term raises the probability of its target."""
+    for loss, target in [
+        (lambda z: intra_loss(z), 0),
+        (lambda z: inter_loss(z, "m1", own_domain=2, labelled_domain=1), 1),
+        (lambda z: inter_loss(z, "m2", own_domain=2), 0),
+    ]:
+        z = _three_way_logits().requires_grad_(True)
+        loss(z).backward()
+        stepped = z.detach() - 0.1 * z.grad
+        before = torch.softmax(z.detach(), 1)[:, target].mean()
+        assert torch.softmax(stepped, 1)[:, target].mean() > before
+    z = _three_way_logits().requires_grad_(True)
+    inter_loss(z, "m3", own_domain=2).backward()
+    stepped = z.detach() - 0.1 * z.grad
+    assert torch.softmax(stepped, 1)[:, 2].mean() < torch.softmax(z.detach(), 1)[:, 2].mean()
 
 
 def test_inter_loss_m3_is_stable_for_confident_discriminator() -> None:
@@ -101,3 +145,65 @@ def test_discriminator_inputs_softmax_and_one_hot() -> None:
     assert onehot.shape == (1, 4, 2, 2)
     assert onehot[0, :, 0, 1].tolist() == [0, 0, 0, 1]
     assert onehot[0, :, 1, 0].sum() == 0  # ignored pixel carries no class
+
+
+def test_losses_are_float32_for_bf16_inputs() -> None:
+    """Under bf16 autocast the networks emit bf16; every loss is computed in float32."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4).bfloat16()
+    ref = logits.float()
+    cases = [
+        (lambda z: discriminator_loss(z, 2), None),
+        (intra_loss, None),
+        (lambda z: inter_loss(z, "m1", own_domain=2, labelled_domain=1), None),
+        (lambda z: inter_loss(z, "m3", own_domain=2), None),
+        (lambda z: binary_adversarial_loss(z[:, :1], True), None),
+        (lambda z: binary_adversarial_loss(z[:, :1], False), None),
+        (lambda z: segmentation_loss(z, torch.tensor([[[0, 1, 2, 255]] * 4] * 2)), None),
+        (lambda z: berhu_loss(z[:, 0], torch.ones(2, 4, 4)), None),
+    ]
+    for loss, _ in cases:
+        low, high = loss(logits), loss(ref)
+        assert low.dtype == torch.float32
+        assert low.item() == pytest.approx(high.item(), rel=1e-6)
+    probs = seg_to_discriminator_input(logits)
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs, torch.softmax(ref, 1))
+    assert one_hot_target(torch.tensor([[[1]]]), 3).dtype == torch.float32
+
+
+def test_berhu_threshold_boundary_and_zero_error() -> None:
+    # e = 1 and 0.2 with c = 0.2: |e| == c is on the linear side -> (2.6 + 0.2) / 2
+    pred = torch.zeros(2)
+    assert berhu_loss(pred, torch.tensor([1.0, 0.2])).item() == pytest.approx(1.4)
+    # all errors zero: c = 0, the loss is 0 (no division by zero)
+    assert berhu_loss(torch.ones(3), torch.ones(3)).item() == 0.0
+    # threshold_ratio is honoured: c = 0.5 -> (1 + .25)/1 = 1.25 and 0.2
+    assert berhu_loss(pred, torch.tensor([1.0, 0.2]), threshold_ratio=0.5).item() == (
+        pytest.approx((1.25 + 0.2) / 2)
+    )
+
+
+def test_berhu_gradient_flows_only_through_valid_pixels() -> None:
+    pred = torch.zeros(3, requires_grad=True)
+    berhu_loss(pred, torch.tensor([1.0, float("nan"), 0.1])).backward()
+    assert pred.grad[1] == 0 and pred.grad[0] < 0 and pred.grad[2] < 0
+
+
+def test_segmentation_loss_all_ignored_keeps_gradient_path() -> None:
+    logits = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    loss = segmentation_loss(logits, torch.full((1, 1, 1), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None
+    # a custom ignore index
+    target = torch.tensor([[[7]]])
+    assert segmentation_loss(logits, target, ignore_index=7).item() == 0.0
+
+
+def test_one_hot_target_custom_ignore_and_layout() -> None:
+    target = torch.tensor([[[2, 9], [0, 1]]])
+    onehot = one_hot_target(target, 3, ignore_index=9)
+    assert onehot.shape == (1, 3, 2, 2)
+    assert onehot[0, :, 0, 0].tolist() == [0, 0, 1]
+    assert onehot[0, :, 0, 1].tolist() == [0, 0, 0]
+    assert onehot[0, :, 1, 0].tolist() == [1, 0, 0]

@@ -4,6 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+# onnx and onnxruntime are declared test dependencies (pyproject [test]): a missing one
+# fails the run instead of silently skipping the export tests.
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -13,9 +18,6 @@ from semimtl_geo.cli.main import main
 from semimtl_geo.export.graph import FixedAdaptiveAvgPool2d
 from semimtl_geo.export.onnx_export import output_paths
 from semimtl_geo.models import MultiTaskNet
-
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
 
 TILE = 64
 CLASSES = ClassTable(

@@ -11,6 +11,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import torch
 from _predict_helpers import UTM33, stub_loaded, textured, tiny_checkpoint, write_raster
 from affine import Affine
 from rasterio.enums import ColorInterp
@@ -126,6 +127,50 @@ def test_nodata_alpha_and_internal_mask_become_nodata(tmp_path, ckpt):
         assert (cls[hole] == 255).all() and (cls[~hole] < 6).all(), stem
         assert (hgt[hole] == HEIGHT_NODATA).all() and np.isfinite(hgt[~hole]).all(), stem
         assert (hgt[~hole] != HEIGHT_NODATA).all(), stem
+
+
+def _nodata_fixture(dtype, nodata):
+    """Generated 3-band raster: where bands equal ``nodata``, and the expected valid mask.
+
+    Column groups of a 6 x 8 raster: 0-1 every band is nodata (invalid); 2 only band 0;
+    3 bands 0 and 1; 4 only band 2 (all three stay valid: GDAL's dataset-mask rule, a
+    dark pixel with one zero band is data); 5-7 ordinary pixels.
+    """
+    data = textured(6, 8, seed=3).astype(dtype)
+    data[:, :, 0:2] = nodata
+    data[0, :, 2] = nodata
+    data[0:2, :, 3] = nodata
+    data[2, :, 4] = nodata
+    valid = np.ones((6, 8), bool)
+    valid[:, 0:2] = False
+    return data, valid
+
+
+@pytest.mark.parametrize("dtype,nodata", [(np.uint8, 0), (np.float32, -9999.0),
+                                          (np.float32, float("nan"))])
+def test_nodata_only_where_every_band_is_nodata(tmp_path, dtype, nodata):
+    from semimtl_geo.inference.raster_io import open_input
+
+    data, expected = _nodata_fixture(dtype, nodata)
+    if isinstance(nodata, float) and np.isnan(nodata):
+        expected[:, 2:5] = False  # a NaN band is not data, whatever the other bands say
+    path = write_raster(tmp_path / "n.tif", data, nodata=nodata)
+    src = open_input(path, 3, ["R", "G", "B"])
+    try:
+        pixels, valid = src.read_strip(0, 6)
+    finally:
+        src.close()
+    np.testing.assert_array_equal(valid, expected)
+    # end to end: outputs are nodata exactly there, and nodata never reaches the model
+    loaded = stub_loaded()
+    result = predict_raster(WindowPredictor(loaded), path, tmp_path / "out", preview=False,
+                            patch_size=64)
+    with rasterio.open(result.class_tif) as c, rasterio.open(result.height_tif) as h:
+        cls, hgt = c.read(1), h.read(1)
+    np.testing.assert_array_equal(cls == 255, ~expected)
+    np.testing.assert_array_equal(hgt == HEIGHT_NODATA, ~expected)
+    (seen,) = loaded.model.seen
+    assert torch.isfinite(seen).all()
 
 
 def test_raster_path_matches_in_memory_path(tmp_path, ckpt):

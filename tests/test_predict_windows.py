@@ -88,6 +88,34 @@ def test_predict_array_small_input_and_task_subset(tiny):
         predict_array(tiny, image[:2])
 
 
+@pytest.mark.parametrize("h,w", [(20, 50), (5, 7), (40, 61)])
+def test_pad_mode_keeps_content_in_place(h, w):
+    """Inputs smaller than the patch are edge-replicated at the bottom/right and cropped back.
+
+    The stub is pixel-wise, so every output pixel must come from the same input pixel:
+    cropping the model output from any other corner shifts the content.
+    """
+    loaded = stub_loaded()
+    image = textured(h, w, seed=4)
+    image[:, 0, 0] = 250  # a marker in the top-left corner
+    out = predict_array(loaded, image, patch_size=64, overlap=0.5, return_probs=True)
+    assert make_grid(h, w, 64, 0.5).mode == "pad"
+    norm = (image.astype(np.float32) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(out["height"], norm[0], atol=1e-6)
+    with torch.no_grad():
+        logits = StubNet()(torch.from_numpy(norm)[None])["seg"][0]
+    np.testing.assert_array_equal(out["class"], logits.argmax(0).numpy())
+    np.testing.assert_allclose(out["probs"], torch.softmax(logits, 0).numpy(), atol=1e-6)
+    # what the model saw: the window at the top-left, its last row/column replicated
+    (seen,) = loaded.model.seen
+    assert seen.shape[-2] % 8 == 0 and seen.shape[-1] % 8 == 0 and min(seen.shape[-2:]) >= 32
+    np.testing.assert_allclose(seen[0, :, :h, :w].numpy(), norm, atol=1e-6)
+    np.testing.assert_array_equal(seen[0, :, h:, :w], seen[0, :, h - 1:h, :w].expand_as(
+        seen[0, :, h:, :w]))
+    np.testing.assert_array_equal(seen[0, :, :, w:], seen[0, :, :, w - 1:w].expand_as(
+        seen[0, :, :, w:]))
+
+
 def test_invalid_pixels_never_reach_model_as_zeros():
     loaded = stub_loaded()
     image = textured(100, 130)

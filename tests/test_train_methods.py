@@ -1,12 +1,16 @@
 """One Algorithm 1 iteration per method: which parameters move, and D's labels."""
 
 import copy
+import dataclasses
+import math
+from types import SimpleNamespace
 
 import _toy_kind as toy
 import pytest
 import torch
 import torch.nn.functional as F
 
+from semimtl_geo.models import MultiTaskNet
 from semimtl_geo.training.config import config_from_dict
 from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets
 from semimtl_geo.training.methods import (
@@ -102,16 +106,42 @@ def test_one_iteration_changes_exactly_the_right_parameters(method):
     assert sup == expected_sup
 
 
-def test_stl_touches_one_head_in_a_two_head_network():
-    """JTL with only dataset 'a' (seg labels): the height head gets no gradient."""
-    cfg_dict = toy.toy_config_dict("jtl")
-    cfg_dict["data"]["datasets"] = cfg_dict["data"]["datasets"][:1]
-    cfg_dict["data"]["datasets"][0]["tasks"] = ["seg"]
-    cfg = config_from_dict(cfg_dict)
-    assert plan_method(cfg).tasks == ("seg",)
-    cfg, module = make_module("stl_seg")
-    assert "height" not in module.generator.heads
-    assert module.generator.tasks == ("seg",)
+@pytest.mark.parametrize("method", ["stl_seg", "stl_height"])
+def test_stl_step_moves_the_encoder_and_its_own_head_only(method):
+    task = method.split("_")[1]
+    cfg, module = make_module(method)
+    assert tuple(module.generator.heads.keys()) == (task,) and module.generator.tasks == (task,)
+    opt_g, _, _ = module.build_optimizers()
+    before = snapshot(module)
+    module.generator_step(batches_for(module), opt_g)
+    moved = changed(before, module)
+    encoder = {f"generator.{n}" for n, _ in module.generator.named_parameters()
+               if n.startswith("encoder.")}
+    head = {f"generator.heads.{task}.{n}"
+            for n, _ in module.generator.heads[task].named_parameters()}
+    assert encoder and head and moved == encoder | head
+
+
+@pytest.mark.parametrize("task,other", [("seg", "height"), ("height", "seg")])
+def test_stl_terms_reach_only_their_head_in_a_two_head_network(task, other):
+    """The STL objective, on a network that has both heads, gives the other head no gradient."""
+    cfg = config_from_dict(toy.toy_config_dict(f"stl_{task}"))
+    plan = plan_method(cfg)
+    torch.manual_seed(0)
+    net = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16)
+    (role,) = plan.datasets
+    batch = batches_for(SimpleNamespace(plan=plan, cfg=cfg))[role.name]
+    terms = generator_losses(plan, role, net(batch["image"]), batch, {}, cfg.loss)
+    assert set(terms) == {f"{task}/sup"}
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in net.heads[other].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in net.heads[task].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.encoder.parameters())
+
+
+#: weighted terms are ~1e-4: compare relatively, not with the default atol of 1e-5
+TIGHT = {"rtol": 1e-5, "atol": 0.0}
 
 
 def _ce(logits, label):
@@ -153,8 +183,8 @@ def test_semimtl_discriminator_labels(mode):
     h_a = D["height"](outputs["a"]["height"])
     h_b = D["height"](outputs["b"]["height"])
     # intra (eq. 3): labelled predictions toward class 0
-    torch.testing.assert_close(g_a["seg/intra"], lc.lambda_intra * _ce(seg_a, 0))
-    torch.testing.assert_close(g_b["height/intra"], lc.lambda_intra * _ce(h_b, 0))
+    torch.testing.assert_close(g_a["seg/intra"], lc.lambda_intra * _ce(seg_a, 0), **TIGHT)
+    torch.testing.assert_close(g_b["height/intra"], lc.lambda_intra * _ce(h_b, 0), **TIGHT)
 
     # inter: eq. 4 (toward the labelled dataset's class), eq. 5 (toward GT), eq. 8
     def inter(logits, own, labelled):
@@ -165,8 +195,10 @@ def test_semimtl_discriminator_labels(mode):
         p = torch.softmax(logits, 1)[:, own]
         return -torch.log(1 - p).mean()
 
-    torch.testing.assert_close(g_b["seg/inter"], lc.lambda_inter * inter(seg_b, own=2, labelled=1))
-    torch.testing.assert_close(g_a["height/inter"], lc.lambda_inter * inter(h_a, own=1, labelled=2))
+    seg_inter = lc.lambda_inter * inter(seg_b, own=2, labelled=1)
+    height_inter = lc.lambda_inter * inter(h_a, own=1, labelled=2)
+    torch.testing.assert_close(g_b["seg/inter"], seg_inter, **TIGHT)
+    torch.testing.assert_close(g_a["height/inter"], height_inter, **TIGHT)
     assert set(g_a) == {"seg/sup", "seg/intra", "height/inter"}
     assert set(g_b) == {"height/sup", "height/intra", "seg/inter"}
 
@@ -194,8 +226,8 @@ def test_semisd_labels_are_binary_gt_vs_prediction():
     g_a = generator_losses(plan, a, outputs["a"], batches["a"], D, lc)
     seg_a = D["seg"](prediction_to_d("seg", outputs["a"]["seg"]))
     h_a = D["height"](outputs["a"]["height"])
-    torch.testing.assert_close(g_a["seg/intra"], lc.lambda_intra * _bce(seg_a, 1))
-    torch.testing.assert_close(g_a["height/inter"], lc.lambda_inter * _bce(h_a, 1))
+    torch.testing.assert_close(g_a["seg/intra"], lc.lambda_intra * _bce(seg_a, 1), **TIGHT)
+    torch.testing.assert_close(g_a["height/inter"], lc.lambda_inter * _bce(h_a, 1), **TIGHT)
     d_a = discriminator_losses(plan, a, outputs["a"], batches["a"], D, 6, lc)
     gt_seg = D["seg"](target_to_d("seg", batches["a"]["mask"], 6, 0.0))
     torch.testing.assert_close(d_a["seg/gt"], _bce(gt_seg, 1))
@@ -216,7 +248,7 @@ def test_da_labels_source_real_target_fake(method):
     assert set(g_s) == {f"{task}/sup"}  # no adversarial term on the source
     logits_t = D[task](prediction_to_d(task, outputs[target.name][task]))
     logits_s = D[task](prediction_to_d(task, outputs[source.name][task]))
-    torch.testing.assert_close(g_t[f"{task}/adv"], lc.lambda_da * _bce(logits_t, 1))
+    torch.testing.assert_close(g_t[f"{task}/adv"], lc.lambda_da * _bce(logits_t, 1), **TIGHT)
     d_s = discriminator_losses(plan, source, outputs[source.name], batches[source.name], D, 6, lc)
     d_t = discriminator_losses(plan, target, outputs[target.name], batches[target.name], D, 6, lc)
     torch.testing.assert_close(d_s[f"{task}/pred"], _bce(logits_s, 1))
@@ -239,3 +271,130 @@ def test_detached_predictions_do_not_reach_the_generator():
     module.discriminator_step(batches, preds, opt_d)
     for k, v in module.generator.state_dict().items():
         assert torch.equal(v, g_before[k]), k  # buffers (BN stats) untouched as well
+
+
+# ---------------------------------------------------------------- hand-computed terms
+# Stub discriminators with fixed, asymmetric outputs: an untrained D is nearly uniform,
+# which hides a term aimed at the wrong class, and the lambdas (1e-3, 1e-4) would push
+# any error below assert_close's absolute tolerance. The terms are therefore compared
+# unweighted (all weights 1) against hand-computed values, with a relative tolerance.
+P_LEFT = (0.1, 0.2, 0.7)  # p(GT), p(dataset a = domain 1), p(dataset b = domain 2)
+P_RIGHT = (0.6, 0.3, 0.1)
+Z_LEFT, Z_RIGHT = 1.5, -0.5  # binary D logits
+
+
+class FixedD(torch.nn.Module):
+    """Left half of the map has P_LEFT (or Z_LEFT), right half P_RIGHT (Z_RIGHT)."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, x):
+        b = x.shape[0]
+        if self.outputs == 1:
+            out = torch.empty(b, 1, 4, 4)
+            out[..., :2], out[..., 2:] = Z_LEFT, Z_RIGHT
+        else:
+            out = torch.empty(b, 3, 4, 4)
+            out[..., :2] = torch.log(torch.tensor(P_LEFT)).view(1, 3, 1, 1)
+            out[..., 2:] = torch.log(torch.tensor(P_RIGHT)).view(1, 3, 1, 1)
+        return out + 0.0 * x.mean()  # keeps the graph to the generator's outputs
+
+
+def nll(k):
+    return (-math.log(P_LEFT[k]) - math.log(P_RIGHT[k])) / 2
+
+
+def not_own(k):
+    return (-math.log(1 - P_LEFT[k]) - math.log(1 - P_RIGHT[k])) / 2
+
+
+def bce(real):
+    sp = lambda z: math.log1p(math.exp(z))  # noqa: E731  softplus
+    return ((sp(-Z_LEFT) + sp(-Z_RIGHT)) if real else (sp(Z_LEFT) + sp(Z_RIGHT))) / 2
+
+
+def _unit_weights(cfg):
+    return dataclasses.replace(
+        cfg.loss, w_seg=1.0, w_height=1.0, lambda_intra=1.0, lambda_inter=1.0, lambda_da=1.0
+    )
+
+
+def _plan_inputs(method, mode="m2"):
+    cfg = config_from_dict(toy.toy_config_dict(method, mode))
+    plan = plan_method(cfg)
+    torch.manual_seed(1)
+    batches = batches_for(SimpleNamespace(plan=plan, cfg=cfg))
+    outputs = {
+        r.name: {"seg": torch.randn(1, 6, 32, 32), "height": torch.rand(1, 1, 32, 32)}
+        for r in plan.datasets
+    }
+    discs = {t: FixedD(plan.d_outputs) for t in plan.tasks}
+    return cfg, plan, batches, outputs, discs
+
+
+# mode -> (seg inter on b: own 2, labelled 1; height inter on a: own 1, labelled 2)
+INTER_EXPECTED = {
+    "m1": (nll(1), nll(2)),  # eq. 4: toward the labelled dataset's prediction class
+    "m2": (nll(0), nll(0)),  # eq. 5: toward ground truth (class 0), never the own domain
+    "m3": (not_own(2), not_own(1)),  # eq. 8: away from the own domain
+}
+
+
+@pytest.mark.parametrize("mode", ["m1", "m2", "m3"])
+def test_semimtl_terms_hand_computed_with_asymmetric_discriminator(mode):
+    cfg, plan, batches, outputs, D = _plan_inputs("semimtl", mode)
+    unit = _unit_weights(cfg)
+    a, b = plan.datasets
+    g_a = generator_losses(plan, a, outputs["a"], batches["a"], D, unit)
+    g_b = generator_losses(plan, b, outputs["b"], batches["b"], D, unit)
+    seg_inter, height_inter = INTER_EXPECTED[mode]
+    assert g_a["seg/intra"].item() == pytest.approx(nll(0), rel=1e-5)  # eq. 3
+    assert g_b["height/intra"].item() == pytest.approx(nll(0), rel=1e-5)
+    assert g_b["seg/inter"].item() == pytest.approx(seg_inter, rel=1e-5)
+    assert g_a["height/inter"].item() == pytest.approx(height_inter, rel=1e-5)
+    # the configured weights multiply exactly these values (eq. 7)
+    w = generator_losses(plan, b, outputs["b"], batches["b"], D, cfg.loss)
+    assert w["seg/inter"].item() == pytest.approx(cfg.loss.lambda_inter * seg_inter, rel=1e-5)
+    assert w["height/intra"].item() == pytest.approx(cfg.loss.lambda_intra * nll(0), rel=1e-5)
+    assert w["height/sup"].item() == pytest.approx(
+        cfg.loss.w_height * g_b["height/sup"].item(), rel=1e-5
+    )
+    # D (eq. 6): ground truth -> class 0, predictions of dataset k -> class k
+    d_a = discriminator_losses(plan, a, outputs["a"], batches["a"], D, 6, unit)
+    d_b = discriminator_losses(plan, b, outputs["b"], batches["b"], D, 6, unit)
+    assert d_a["seg/gt"].item() == pytest.approx(nll(0), rel=1e-5)
+    assert d_a["seg/pred"].item() == pytest.approx(nll(1), rel=1e-5)
+    assert d_a["height/pred"].item() == pytest.approx(nll(1), rel=1e-5)
+    assert d_b["height/gt"].item() == pytest.approx(nll(0), rel=1e-5)
+    assert d_b["height/pred"].item() == pytest.approx(nll(2), rel=1e-5)
+    assert d_b["seg/pred"].item() == pytest.approx(nll(2), rel=1e-5)
+
+
+def test_semisd_and_da_terms_hand_computed_with_asymmetric_discriminator():
+    cfg, plan, batches, outputs, D = _plan_inputs("semisd")
+    unit = _unit_weights(cfg)
+    a, b = plan.datasets
+    g_a = generator_losses(plan, a, outputs["a"], batches["a"], D, unit)
+    assert g_a["seg/intra"].item() == pytest.approx(bce(real=True), rel=1e-5)
+    assert g_a["height/inter"].item() == pytest.approx(bce(real=True), rel=1e-5)
+    w = generator_losses(plan, a, outputs["a"], batches["a"], D, cfg.loss)
+    assert w["seg/intra"].item() == pytest.approx(cfg.loss.lambda_intra * bce(True), rel=1e-5)
+    assert w["height/inter"].item() == pytest.approx(cfg.loss.lambda_inter * bce(True), rel=1e-5)
+    d_a = discriminator_losses(plan, a, outputs["a"], batches["a"], D, 6, unit)
+    assert d_a["seg/gt"].item() == pytest.approx(bce(real=True), rel=1e-5)
+    assert d_a["seg/pred"].item() == pytest.approx(bce(real=False), rel=1e-5)
+    assert d_a["height/pred"].item() == pytest.approx(bce(real=False), rel=1e-5)
+
+    cfg, plan, batches, outputs, D = _plan_inputs("da_seg")
+    unit = _unit_weights(cfg)
+    src, tgt = plan.datasets
+    g_t = generator_losses(plan, tgt, outputs["b"], batches["b"], D, unit)
+    assert g_t["seg/adv"].item() == pytest.approx(bce(real=True), rel=1e-5)
+    w = generator_losses(plan, tgt, outputs["b"], batches["b"], D, cfg.loss)
+    assert w["seg/adv"].item() == pytest.approx(cfg.loss.lambda_da * bce(True), rel=1e-5)
+    d_s = discriminator_losses(plan, src, outputs["a"], batches["a"], D, 6, unit)
+    d_t = discriminator_losses(plan, tgt, outputs["b"], batches["b"], D, 6, unit)
+    assert d_s["seg/pred"].item() == pytest.approx(bce(real=True), rel=1e-5)
+    assert d_t["seg/pred"].item() == pytest.approx(bce(real=False), rel=1e-5)

@@ -9,9 +9,11 @@ grid and lets edge patches stick out).
 Each window is fed to the model at ``model_h x model_w`` pixels:
 
 * same GSD, full window: the window itself (``model == win``);
-* same GSD, input smaller than the patch: the window is the whole axis and is
-  symmetric-padded up to a multiple of 8 (at least 32 px) for the encoder, and the
-  padding is cropped off the outputs (``mode="pad"``);
+* same GSD, input smaller than the patch: the window is the whole axis and is padded
+  at its bottom and right edges, by replicating its last row and column, up to a
+  multiple of 8 (at least 32 px) for the encoder; the outputs' top-left ``win_h x win_w``
+  pixels are kept (``mode="pad"``). The window's content stays at the same offsets as
+  in the raster, so nothing needs shifting back;
 * different GSD (``scale != 1``): the window covers ``patch / scale`` input pixels and is
   bilinearly resized to the patch size, and the outputs are resized back to the window
   (``mode="resize"``). Resizing maps the window's outer edges onto each other exactly,
