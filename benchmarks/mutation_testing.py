@@ -98,7 +98,20 @@ GROUPS = [
 
 #: (function, mutated line) -> why the mutant is equivalent. Filled in from reading each
 #: survivor; anything not listed here that survives is a gap in the tests.
-EQUIVALENT: dict[tuple[str, str], str] = {}
+EQUIVALENT: dict[tuple[str, str], str] = {
+    (
+        "semimtl_geo.training.preview.colorize",
+        "lut = np.zeros((257, 3), dtype=np.uint8)",
+    ): "ids are mapped into 0..255 before indexing, so a 257th row is never read",
+    (
+        "semimtl_geo.training.preview.colorize",
+        "return lut[np.where((ids >= 0) & (ids < 255), ids, IGNORE_INDEX)]",
+    ): "id 255 is sent to IGNORE_INDEX, which is 255: the same row either way",
+    (
+        "semimtl_geo.inference.qml._hex",
+        'return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb[:4]))',
+    ): "str.format ignores surplus arguments, so a 4th (alpha) value changes nothing",
+}
 
 
 # --------------------------------------------------------------------------- planted bugs

@@ -108,6 +108,9 @@ def test_colorize_hand_written_table():
     expected = np.array([[id_to_rgb[int(v)] for v in row] for row in ids], np.uint8)
     np.testing.assert_array_equal(rgb, expected)
     assert rgb.dtype == np.uint8
+    # ids a table cannot have (a corrupt or int16 raster) are drawn black like ignore
+    odd = colorize(np.array([[-1, 256, 300, 6]]), ISPRS_CLASSES)
+    assert odd.tolist() == [[[0, 0, 0]] * 4]
     city = colorize(np.array([[0, 18, 13]]), CITYSCAPES_CLASSES)
     assert city.tolist() == [[[128, 64, 128], [119, 11, 32], [0, 0, 142]]]
 
@@ -138,5 +141,5 @@ def test_class_table_round_trip_and_checks():
     assert data == {"names": ["a", "b"], "colors": [[1, 2, 3], [4, 5, 6]]}
     back = ClassTable.from_dict({"names": ["a", "b"], "colors": [["1", 2.0, 3], [4, 5, 6]]})
     assert back == table and back.colors[0] == (1, 2, 3)
-    with pytest.raises(ValueError, match="one colour per class"):
+    with pytest.raises(ValueError, match=r"^ClassTable needs one colour per class name\.$"):
         ClassTable(("a", "b"), ((1, 2, 3),))

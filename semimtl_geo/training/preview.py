@@ -29,12 +29,13 @@ class PreviewRow:
 
 
 def colorize(labels: np.ndarray, classes: ClassTable) -> np.ndarray:
-    """Class ids to an RGB image (ignore pixels black)."""
+    """Class ids to an RGB image; ignore pixels and ids outside 0..255 are black."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     for i, colour in enumerate(classes.colors):
         lut[i] = colour
     lut[IGNORE_INDEX] = 0
-    return lut[np.clip(labels.astype(np.int64), 0, 255)]
+    ids = labels.astype(np.int64)
+    return lut[np.where((ids >= 0) & (ids <= 255), ids, IGNORE_INDEX)]
 
 
 def save_preview(
