@@ -87,3 +87,79 @@ def test_delta_m_matches_paper_sign_conventions() -> None:
     assert delta_m({"RMSE": 3.0}, {"RMSE": 4.0}) == pytest.approx(25.0)
     with pytest.raises(ValueError):
         delta_m({"foo": 1.0}, {"foo": 2.0})
+
+
+def test_segmentation_metrics_f1_reset_merge_and_errors() -> None:
+    target = np.array([0, 0, 1, 1, 2, 7, 9])  # 7 (outside 0..3) and 9 (ignore) are skipped
+    pred = np.array([0, 1, 1, 1, 3, 0, 0])
+    m = SegmentationMetrics(num_classes=4, ignore_index=9)
+    m.update(pred, target)
+    r = m.compute()
+    # TP = [1, 2, 0, 0]; FP = [0, 1, 0, 1]; FN = [1, 0, 1, 0]
+    assert r["pixels"] == 5 and r["pAcc"] == pytest.approx(60.0)
+    assert r["IoU"] == pytest.approx([50.0, 200 / 3, 0.0, 0.0])
+    assert r["F1"] == pytest.approx([200 / 3, 80.0, 0.0, 0.0])
+    assert r["mIoU"] == pytest.approx((50 + 200 / 3) / 4)
+    assert r["mF1"] == pytest.approx((200 / 3 + 80) / 4)
+    other = SegmentationMetrics(num_classes=4, ignore_index=9)
+    other.update(np.array([2]), np.array([2]))
+    m.merge(other)
+    assert m.compute()["pixels"] == 6 and m.compute()["IoU"][2] == pytest.approx(50.0)
+    m.reset()
+    empty = m.compute()
+    assert empty["pixels"] == 0 and math.isnan(empty["pAcc"]) and math.isnan(empty["mIoU"])
+    assert math.isnan(empty["mF1"]) and empty["IoU"] == [None] * 4
+    with pytest.raises(ValueError, match="sizes differ"):
+        m.update(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        m.update(np.array([-1]), np.array([0]))
+    m.update(np.array([5]), np.array([9]))  # an ignored pixel may carry any prediction
+    assert m.compute()["pixels"] == 0
+
+
+def test_height_metrics_valid_mask_min_height_reset_and_tensor_input() -> None:
+    y = torch.tensor([2.0, 1.0, 0.4, 4.0], dtype=torch.bfloat16)
+    p = torch.tensor([2.0, 2.0, 0.4, 4.0])
+    m = HeightMetrics(min_height=0.5)
+    m.update(p, y, valid=np.array([True, True, True, False]))
+    r = m.compute()
+    assert r["pixels"] == 3 and r["pixels_positive"] == 2  # 0.4 <= min_height, 4.0 masked
+    assert r["RMSE"] == pytest.approx(math.sqrt(1 / 3))
+    assert r["AbsRel"] == pytest.approx(0.5)  # (0 + 1) / 2
+    assert (r["delta1"], r["delta2"], r["delta3"]) == pytest.approx((50.0, 50.0, 50.0))
+    m.reset()
+    r = m.compute()
+    assert r["pixels"] == 0 and math.isnan(r["AbsRel"]) and math.isnan(r["delta1"])
+    with pytest.raises(ValueError, match="sizes differ"):
+        m.update(np.zeros(2), np.zeros(3))
+
+
+def test_height_delta_thresholds_are_strict_powers_of_1_25() -> None:
+    y = np.ones(4)
+    p = np.array([1.2, 1.25 ** 1.5, 1.25 ** 2.5, 1.25 ** 3.5])  # one ratio per band
+    m = HeightMetrics()
+    m.update(p, y)
+    r = m.compute()
+    assert (r["delta1"], r["delta2"], r["delta3"]) == pytest.approx((25.0, 50.0, 75.0))
+    # the ratio is symmetric: under-prediction by the same factor counts the same
+    m2 = HeightMetrics()
+    m2.update(1 / p, y)
+    assert m2.compute()["delta2"] == pytest.approx(50.0)
+    # infinite predictions are left out like missing references
+    m3 = HeightMetrics()
+    m3.update(np.array([np.inf, 1.0]), np.array([1.0, 1.0]))
+    assert m3.compute()["pixels"] == 1
+
+
+def test_delta_m_averages_tasks_and_rejects_undefined_inputs() -> None:
+    dm = delta_m({"mIoU": 88.0, "RMSE": 5.0, "extra": 1.0}, {"mIoU": 80.0, "RMSE": 4.0})
+    assert dm == pytest.approx((10.0 - 25.0) / 2)  # only measures in both count
+    assert delta_m({"pAcc": 90.0}, {"pAcc": 80.0}) == pytest.approx(12.5)
+    assert delta_m({"AbsRel": 0.2}, {"AbsRel": 0.25}) == pytest.approx(20.0)
+    assert delta_m({"score": 2.0}, {"score": 1.0}, {"score": True}) == pytest.approx(-100.0)
+    with pytest.raises(ValueError, match="at least one measure"):
+        delta_m({"mIoU": 1.0}, {"RMSE": 1.0})
+    with pytest.raises(ValueError, match="undefined"):
+        delta_m({"RMSE": 1.0}, {"RMSE": 0.0})
+    with pytest.raises(ValueError, match="lower 'foo' is better"):
+        delta_m({"foo": 1.0}, {"foo": 2.0})
