@@ -15,6 +15,8 @@ Usage::
 
     python benchmarks/mutation_testing.py                      # every group + planted bugs
     python benchmarks/mutation_testing.py --groups losses metrics --max-children 2
+    python benchmarks/mutation_testing.py --groups losses --survivors-only  # after a fix
+    python benchmarks/mutation_testing.py --incremental        # only functions that changed
     python benchmarks/mutation_testing.py --report-only        # re-read finished runs
 
 Results: ``benchmarks/results/mutation.md`` and ``mutation.json``. Scratch copies live in
@@ -192,10 +194,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _copy_tree(dest: Path) -> None:
-    """Copy the working tree's tracked and untracked-not-ignored files to ``dest``."""
+def _copy_tree(dest: Path, keep_mutants: bool = False) -> None:
+    """Copy the working tree's tracked and untracked-not-ignored files to ``dest``.
+
+    With ``keep_mutants`` an earlier run's ``mutants/`` folder (mutmut's cache of
+    verdicts, per function hash) is kept, so only changed functions are tested again.
+    """
     if dest.exists():
-        shutil.rmtree(dest)
+        for child in dest.iterdir():
+            if keep_mutants and child.name == "mutants":
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
         capture_output=True, text=True,
@@ -232,11 +241,31 @@ def _mutmut() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "mutmut"]
 
 
-def run_group(group: Group, max_children: int, timeout: float) -> None:
+def _survivors(group: Group) -> list[str]:
     dest = WORK / group.name
-    _copy_tree(dest)
+    names = []
+    for rel in group.files:
+        meta = dest / "mutants" / (rel + ".meta")
+        if meta.exists():
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            names += [k for k, v in codes.items() if v not in (1, 3) and STATUS.get(v) != "timeout"]
+    if group.mutants:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in group.mutants)]
+    return names
+
+
+def run_group(group: Group, max_children: int, timeout: float, incremental: bool,
+              survivors_only: bool) -> None:
+    dest = WORK / group.name
+    selection = list(group.mutants)
+    if survivors_only:
+        selection = _survivors(group)
+        if not selection:
+            print(f"[{group.name}] no survivors to re-run", flush=True)
+            return
+    _copy_tree(dest, keep_mutants=incremental or survivors_only)
     _configure(dest, group)
-    cmd = [*_mutmut(), "run", "--max-children", str(max_children), *group.mutants]
+    cmd = [*_mutmut(), "run", "--max-children", str(max_children), *selection]
     print(f"[{group.name}] {' '.join(cmd)} (in {dest})", flush=True)
     t0 = time.time()
     with open(dest / "mutmut.log", "w") as log:
@@ -395,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="parallel mutant workers (default 1: the machine is shared)")
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds allowed per group before it is stopped")
+    parser.add_argument("--incremental", action="store_true",
+                        help="keep earlier verdicts; mutmut re-tests only changed functions")
+    parser.add_argument("--survivors-only", action="store_true",
+                        help="re-run only the mutants that survived the previous run")
     parser.add_argument("--no-planted", action="store_true", help="skip the planted bugs")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-read the scratch folders and write the report")
@@ -402,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [g for g in GROUPS if g.name in args.groups]
     if not args.report_only:
         for group in chosen:
-            run_group(group, args.max_children, args.timeout)
+            run_group(group, args.max_children, args.timeout, args.incremental,
+                      args.survivors_only)
     planted = None
     previous = RESULTS / "mutation.json"
     if not args.no_planted and not args.report_only:

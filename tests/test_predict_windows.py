@@ -213,3 +213,123 @@ def test_height_range_keeps_small_copies_not_views_of_rows():
     assert all(s.base is None and s.size <= 2100 for s in hr.samples)
     lo, hi = hr.range()
     assert 4 < lo < 10 < hi < 16
+
+
+# ------------------------------------------------------------------ unit checks of the parts
+
+
+def test_resolve_tasks_and_device():
+    from semimtl_geo.inference.predictor import resolve_device, resolve_tasks
+
+    loaded = stub_loaded()
+    assert resolve_tasks(loaded, None) == ("seg", "height")
+    assert resolve_tasks(loaded, "both") == ("seg", "height")
+    assert resolve_tasks(loaded, "height") == ("height",)
+    assert resolve_tasks(loaded, " height , seg") == ("seg", "height")  # model order
+    assert resolve_tasks(loaded, ["height", ""]) == ("height",)
+    with pytest.raises(UserError, match="but depth was requested; pass --tasks"):
+        resolve_tasks(loaded, "depth")
+    with pytest.raises(UserError, match="but no task was requested"):
+        resolve_tasks(loaded, ",")
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="use --device cpu"):
+            resolve_device("cuda:0")
+
+
+def test_window_predictor_normalises_scales_and_checks_meta():
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    loaded = stub_loaded()
+    loaded.meta.height_scale = 2.5
+    runner = WindowPredictor(loaded, tasks="height")
+    assert runner.device.type == "cpu" and not runner.cuda
+    np.testing.assert_allclose(runner.fill_values, [127.5] * 3)
+    assert (runner.in_channels, runner.num_classes) == (3, 6)
+    windows = textured(32, 40)[None]
+    out = runner(windows, make_grid(32, 40, 64, 0.5))
+    assert set(out) == {"height"} and out["height"].shape == (1, 32, 40)
+    expected = (windows[0, 0].astype(np.float32) / 255 - 0.5) / 0.25 * 2.5
+    np.testing.assert_allclose(out["height"][0], expected, atol=1e-5)
+    bad = stub_loaded()
+    bad.meta.mean = [0.5, 0.5]
+    with pytest.raises(UserError, match="2 mean / 3 std values for a 3-band model"):
+        WindowPredictor(bad)
+
+
+def test_grid_checks_and_axis_sizes():
+    for args, message in [((0, 10, 64, 0.5), "needs at least one pixel"),
+                          ((10, 0, 64, 0.5), "needs at least one pixel"),
+                          ((10, 10, 7, 0.5), "Patch size 7 is too small"),
+                          ((10, 10, 64, 0.5, 0.0), "must be positive")]:
+        with pytest.raises(UserError, match=message):
+            make_grid(*args)
+    g = make_grid(64, 200, 64, 0.0)  # exact fit: identity, no overlap
+    assert g.mode == "identity" and (g.model_h, g.model_w) == (64, 64)
+    assert g.row_starts == (0,) and g.col_starts == (0, 64, 128, 136)
+    g = make_grid(100, 100, 64, 0.25)
+    assert g.col_starts == (0, 36) and g.win_w == 64  # stride floor(64 * 0.75) = 48
+    g = make_grid(8, 24, 64, 0.5)  # 8 and 24 are multiples of 8 but below 32 -> pad
+    assert g.mode == "pad" and (g.model_h, g.model_w) == (32, 32)
+    g = make_grid(100, 40, 64, 0.5, scale=0.5)  # finer input: 128 px windows shrink to 64
+    assert g.mode == "resize" and (g.win_h, g.model_h) == (100, 56) and g.win_w == 40
+    assert g.model_w == 32  # 40 * 0.5 = 20 px -> at least 32
+    g = make_grid(300, 300, 64, 0.5, scale=2.0)
+    assert (g.win_h, g.model_h, g.row_starts[:3]) == (32, 64, (0, 16, 32))
+    assert window_starts(10, 3, 0) == list(range(8))  # stride < 1 still advances
+
+
+def test_hann_weights_hand_computed():
+    from semimtl_geo.inference.blending import WEIGHT_FLOOR, hann_1d
+
+    w = hann_1d(4)
+    assert w.dtype == np.float32
+    s1, s3 = np.sin(np.pi / 8) ** 2, np.sin(3 * np.pi / 8) ** 2
+    np.testing.assert_allclose(w, [s1, s3, s3, s1], rtol=1e-6)
+    assert hann_1d(1).tolist() == [1.0]
+    long = hann_1d(200)  # sin^2(pi / 400) = 6e-5 at the ends: floored
+    assert long[0] == long[-1] == np.float32(WEIGHT_FLOOR) and WEIGHT_FLOOR == 1e-3
+    assert long[1] == np.float32(WEIGHT_FLOOR) and long[10] > WEIGHT_FLOOR
+    w2 = hann_2d(4, 3)
+    assert w2.dtype == np.float32 and w2.shape == (4, 3)
+    np.testing.assert_allclose(w2, np.outer(w, hann_1d(3)), rtol=1e-6)
+
+
+def test_fill_invalid_uses_band_means_rounded_and_clipped():
+    from semimtl_geo.inference.engine import _fill_invalid
+
+    strip = np.full((3, 2, 2), 9, np.uint8)
+    valid = np.array([[True, False], [True, True]])
+    out = _fill_invalid(strip, valid, np.array([127.6, -4.0, 300.0], np.float32))
+    assert out[:, 0, 1].tolist() == [128, 0, 255] and (out[:, valid] == 9).all()
+    assert (strip == 9).all()  # the caller's strip is not modified
+    flt = _fill_invalid(strip.astype(np.float32), valid, np.array([0.25, 1.5, 2.0], np.float32))
+    assert flt[:, 0, 1].tolist() == [0.25, 1.5, 2.0]
+    assert _fill_invalid(strip, np.ones((2, 2), bool), np.zeros(3)) is strip
+
+
+def test_engine_skips_empty_windows_and_blends_probabilities():
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    loaded = stub_loaded()
+    image = textured(64, 200)
+    valid = np.ones((64, 200), bool)
+    valid[:, :100] = False  # windows starting at 0 and 32 see no data at all
+    grid = make_grid(64, 200, 64, 0.5)
+    counts, rows = [], []
+    run_sliding_windows(grid, lambda a, b: (image[:, a:b], valid[a:b]), WindowPredictor(loaded),
+                        rows.append, batch_size=2, keep_probs=True, on_windows=counts.append)
+    assert sum(counts) == grid.num_windows and counts[0] == 2  # two skipped, reported first
+    assert len(loaded.model.seen) == 2 and [len(b) for b in loaded.model.seen] == [2, 2]
+    (out,) = rows
+    assert out.row_start == 0 and out.valid.shape == (64, 200)
+    np.testing.assert_array_equal(out.valid, valid)
+    assert (out.classes[~valid] == 255).all() and np.isnan(out.height[~valid]).all()
+    assert np.isnan(out.probs[:, ~valid]).all()
+    np.testing.assert_allclose(out.probs[:, valid].sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(out.probs[:, valid].argmax(0), out.classes[valid])
+    norm = (image[0].astype(np.float32) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(out.height[valid], norm[valid], atol=1e-5)
