@@ -10,12 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from semimtl_geo.errors import UserError
 from semimtl_geo.models import MultiTaskNet
 from semimtl_geo.training.config import config_from_dict
 from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets
 from semimtl_geo.training.methods import (
+    check_batch,
     discriminator_losses,
     generator_losses,
+    height_target,
     plan_method,
     prediction_to_d,
     target_to_d,
@@ -398,3 +401,88 @@ def test_semisd_and_da_terms_hand_computed_with_asymmetric_discriminator():
     d_t = discriminator_losses(plan, tgt, outputs["b"], batches["b"], D, 6, unit)
     assert d_s["seg/pred"].item() == pytest.approx(bce(real=True), rel=1e-5)
     assert d_t["seg/pred"].item() == pytest.approx(bce(real=False), rel=1e-5)
+
+
+# ---------------------------------------------------------------- plans and D inputs
+
+PLANS = {
+    # method: (label, tasks, discriminator, d_outputs, [(name, domain, labelled, unlabelled)])
+    "stl_seg": ("STL Seg", ("seg",), "none", 1, [("a", 1, ("seg",), ())]),
+    "stl_height": ("STL Depth", ("height",), "none", 1, [("b", 1, ("height",), ())]),
+    "da_seg": ("DA Seg", ("seg",), "binary", 1,
+               [("a", 1, ("seg",), ()), ("b", 2, (), ("seg",))]),
+    "da_height": ("DA Depth", ("height",), "binary", 1,
+                  [("a", 1, (), ("height",)), ("b", 2, ("height",), ())]),
+    "jtl": ("JTL", ("seg", "height"), "none", 1,
+            [("a", 1, ("seg",), ("height",)), ("b", 2, ("height",), ("seg",))]),
+    "semisd": ("SemiSD", ("seg", "height"), "binary", 1,
+               [("a", 1, ("seg",), ("height",)), ("b", 2, ("height",), ("seg",))]),
+    "semimtl": ("SemiMTL (M3)", ("seg", "height"), "domain", 3,
+                [("a", 1, ("seg",), ("height",)), ("b", 2, ("height",), ("seg",))]),
+}
+
+
+@pytest.mark.parametrize("method", list(PLANS))
+def test_method_plans(method):
+    label, tasks, disc, d_outputs, roles = PLANS[method]
+    plan = plan_method(config_from_dict(toy.toy_config_dict(method, "m3")))
+    assert (plan.method, plan.mode, plan.label) == (method, "m3", label)
+    assert (plan.tasks, plan.discriminator, plan.d_outputs) == (tasks, disc, d_outputs)
+    assert plan.num_domains == len(roles)
+    got = [(r.name, r.domain, r.labelled, r.unlabelled) for r in plan.datasets]
+    assert got == roles
+    assert [r.index for r in plan.datasets] == [{"a": 0, "b": 1}[r[0]] for r in roles]
+    for r in plan.datasets:
+        assert r.tasks == tuple(t for t in ("seg", "height") if t in r.labelled + r.unlabelled)
+    expected_labelled = {t: next(d for _, d, lab, _ in roles if t in lab) for t in tasks}
+    assert dict(plan.labelled_domain) == expected_labelled
+
+
+def test_plan_errors_say_what_to_change():
+    import re
+
+    d = toy.toy_config_dict("jtl")
+    for ds in d["data"]["datasets"]:
+        ds["tasks"] = []
+    with pytest.raises(UserError, match=re.escape(
+            "No dataset in 'data.datasets' declares labelled tasks; "
+            "set 'tasks: [seg]' or '[height]'.")):
+        config_from_dict(d)
+    d = toy.toy_config_dict("stl_height")
+    d["data"]["datasets"][1]["tasks"] = ["seg"]
+    with pytest.raises(UserError, match=re.escape(
+            "Method 'stl_height' needs a dataset with 'height' labels; none of "
+            "['a', 'b'] lists 'height' in its tasks.")):
+        config_from_dict(d)
+    d = toy.toy_config_dict("da_seg")
+    d["data"]["datasets"][1]["tasks"] = ["seg", "height"]
+    with pytest.raises(UserError, match=re.escape(
+            "Method 'da_seg' adapts to a dataset without 'seg' labels, but every dataset has "
+            "them; use an STL or JTL method instead.")):
+        config_from_dict(d)
+    role = plan_method(config_from_dict(toy.toy_config_dict("jtl"))).datasets[1]
+    with pytest.raises(UserError, match=re.escape(
+            "Dataset 'b' declares 'height' labels but its batches have no 'height'; remove "
+            "'height' from its tasks or fix the data.")):
+        check_batch(role, {"image": torch.zeros(1), "mask": torch.zeros(1)})
+    check_batch(role, {"height": torch.zeros(1)})
+
+
+def test_discriminator_inputs_for_each_task():
+    logits = torch.randn(2, 6, 4, 4).bfloat16()
+    seg = prediction_to_d("seg", logits)
+    assert seg.dtype == torch.float32
+    torch.testing.assert_close(seg, torch.softmax(logits.float(), 1))
+    h = torch.rand(2, 1, 4, 4).bfloat16()
+    assert prediction_to_d("height", h).dtype == torch.float32
+    torch.testing.assert_close(prediction_to_d("height", h), h.float())
+    mask = torch.tensor([[[0, 5], [255, 2]]])
+    onehot = target_to_d("seg", mask, 6, 0.0)
+    assert onehot.shape == (1, 6, 2, 2) and onehot[0, :, 1, 0].sum() == 0
+    assert onehot[0, 5, 0, 1] == 1 and onehot[0, 2, 1, 1] == 1
+    inf = float("inf")
+    h4 = torch.tensor([[[[float("nan"), inf], [-inf, 1.5]]]])
+    filled = target_to_d("height", h4, 6, height_fill=-2.0)
+    assert filled.shape == (1, 1, 2, 2) and filled.flatten().tolist() == [-2.0, -2.0, -2.0, 1.5]
+    assert height_target({"height": h4}).shape == (1, 2, 2)
+    assert height_target({"height": h4[:, 0]}).shape == (1, 2, 2)
