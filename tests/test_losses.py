@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -72,9 +73,9 @@ def test_discriminator_loss_eq2_domain_labels() -> None:
     assert discriminator_loss(logits, 0).item() == pytest.approx((2.302585 + 0.510826) / 2)
     assert discriminator_loss(logits, 1).item() == pytest.approx((1.609438 + 1.203973) / 2)
     assert discriminator_loss(logits, 2).item() == pytest.approx((0.356675 + 2.302585) / 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^domain label 3 outside 0\.\.2$"):
         discriminator_loss(logits, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^domain label -1 outside 0\.\.2$"):
         discriminator_loss(logits, -1)
 
 
@@ -100,7 +101,8 @@ def test_inter_loss_modes_eq4_eq5_eq8() -> None:
     assert inter_loss(logits, "m3", own_domain=1).item() == pytest.approx(
         (-math.log(0.8) - math.log(0.7)) / 2
     )
-    with pytest.raises(ValueError, match="m4"):
+    with pytest.raises(ValueError, match=re.escape(
+            "Unknown inter-domain mode 'm4'; use one of ('m1', 'm2', 'm3').")):
         inter_loss(logits, "m4", own_domain=2)  # type: ignore[arg-type]
 
 

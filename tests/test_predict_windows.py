@@ -1,5 +1,7 @@
 """Window grids, Hann blending and in-memory sliding-window prediction."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -227,15 +229,20 @@ def test_resolve_tasks_and_device():
     assert resolve_tasks(loaded, "height") == ("height",)
     assert resolve_tasks(loaded, " height , seg") == ("seg", "height")  # model order
     assert resolve_tasks(loaded, ["height", ""]) == ("height",)
-    with pytest.raises(UserError, match="but depth was requested; pass --tasks"):
+    with pytest.raises(UserError, match=re.escape(
+            "The checkpoint predicts seg, height but depth was requested; pass --tasks with a "
+            "subset of seg,height.")):
         resolve_tasks(loaded, "depth")
-    with pytest.raises(UserError, match="but no task was requested"):
+    with pytest.raises(UserError, match=re.escape(
+            "The checkpoint predicts seg, height but no task was requested; pass --tasks with "
+            "a subset of seg,height.")):
         resolve_tasks(loaded, ",")
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="use --device cpu"):
+        with pytest.raises(UserError, match=re.escape(
+                "Device 'cuda:0' was requested but CUDA is not available; use --device cpu.")):
             resolve_device("cuda:0")
 
 
@@ -255,16 +262,22 @@ def test_window_predictor_normalises_scales_and_checks_meta():
     np.testing.assert_allclose(out["height"][0], expected, atol=1e-5)
     bad = stub_loaded()
     bad.meta.mean = [0.5, 0.5]
-    with pytest.raises(UserError, match="2 mean / 3 std values for a 3-band model"):
+    with pytest.raises(UserError, match=re.escape(
+            "Checkpoint meta has 2 mean / 3 std values for a 3-band model; re-save the "
+            "checkpoint with one value per band.")):
         WindowPredictor(bad)
 
 
 def test_grid_checks_and_axis_sizes():
-    for args, message in [((0, 10, 64, 0.5), "needs at least one pixel"),
-                          ((10, 0, 64, 0.5), "needs at least one pixel"),
-                          ((10, 10, 7, 0.5), "Patch size 7 is too small"),
-                          ((10, 10, 64, 0.5, 0.0), "must be positive")]:
-        with pytest.raises(UserError, match=message):
+    for args, message in [
+        ((0, 10, 64, 0.5), "The raster is 10x0 pixels; it needs at least one pixel."),
+        ((10, 0, 64, 0.5), "The raster is 0x10 pixels; it needs at least one pixel."),
+        ((10, 10, 7, 0.5), "Patch size 7 is too small; use at least 8 px."),
+        ((10, 10, 64, 1.5), "Overlap 1.5 is outside [0, 1); use e.g. 0.5 for half-window "
+                            "overlap."),
+        ((10, 10, 64, 0.5, 0.0), "Resampling scale 0.0 must be positive."),
+    ]:
+        with pytest.raises(UserError, match="^" + re.escape(message) + "$"):
             make_grid(*args)
     g = make_grid(64, 200, 64, 0.0)  # exact fit: identity, no overlap
     assert g.mode == "identity" and (g.model_h, g.model_w) == (64, 64)
