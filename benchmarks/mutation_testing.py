@@ -114,6 +114,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "return lut[np.where((ids >= 0) & (ids < 255), ids, IGNORE_INDEX)]",
     ): "id 255 is sent to IGNORE_INDEX, which is 255: the same row either way",
     (
+        "semimtl_geo.metrics.HeightMetrics.update",
+        "p = _np(pred).astype(None).ravel()",
+    ): "astype(None) is astype(float64), numpy's default float type",
+    (
+        "semimtl_geo.metrics.HeightMetrics.update",
+        "y = _np(target).astype(None).ravel()",
+    ): "astype(None) is astype(float64), numpy's default float type",
+    (
         "semimtl_geo.inference.qml._hex",
         'return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb[:4]))',
     ): "str.format ignores surplus arguments, so a 4th (alpha) value changes nothing",
