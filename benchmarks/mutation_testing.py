@@ -114,6 +114,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "return lut[np.where((ids >= 0) & (ids < 255), ids, IGNORE_INDEX)]",
     ): "id 255 is sent to IGNORE_INDEX, which is 255: the same row either way",
     (
+        "semimtl_geo.losses.berhu_loss",
+        "return torch.where(abs_err < c, abs_err, quadratic).mean()",
+    ): "at |e| = c both branches give c with slope ±1: BerHu is C1 at the threshold",
+    (
+        "semimtl_geo.losses._domain_ce",
+        "(logits.shape[0], *logits.shape[2:]), label, dtype=None, device=logits.device",
+    ): "torch.full infers int64 from the integer label, which is torch.long",
+    (
+        "semimtl_geo.losses._domain_ce",
+        "(logits.shape[0], *logits.shape[2:]), label, device=logits.device",
+    ): "torch.full infers int64 from the integer label, which is torch.long",
+    (
         "semimtl_geo.metrics.HeightMetrics.update",
         "p = _np(pred).astype(None).ravel()",
     ): "astype(None) is astype(float64), numpy's default float type",

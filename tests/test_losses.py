@@ -34,7 +34,7 @@ def test_berhu_respects_valid_mask_and_threshold_from_valid_pixels_only() -> Non
 
 
 def test_berhu_no_valid_pixel_is_zero_with_gradient() -> None:
-    pred = torch.zeros(3, requires_grad=True)
+    pred = torch.full((3,), 2.0, requires_grad=True)
     loss = berhu_loss(pred, torch.full((3,), float("nan")))
     loss.backward()
     assert loss.item() == 0.0 and pred.grad is not None
@@ -94,6 +94,8 @@ def test_inter_loss_modes_eq4_eq5_eq8() -> None:
     assert m2.item() != pytest.approx(_mean_nll(2))
     # eq. 8: -log(1 - p_own), p_own = 0.7 | 0.1
     assert m3.item() == pytest.approx((-math.log(0.3) - math.log(0.9)) / 2)
+    # the labelled dataset defaults to domain 1
+    assert inter_loss(logits, "m1", own_domain=2).item() == pytest.approx(_mean_nll(1))
     # dataset 1 unlabelled, dataset 2 labelled: the classes swap roles
     assert inter_loss(logits, "m1", own_domain=1, labelled_domain=2).item() == pytest.approx(
         _mean_nll(2)
@@ -171,15 +173,21 @@ def test_losses_are_float32_for_bf16_inputs() -> None:
     probs = seg_to_discriminator_input(logits)
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs, torch.softmax(ref, 1))
-    assert one_hot_target(torch.tensor([[[1]]]), 3).dtype == torch.float32
+    onehot = one_hot_target(torch.tensor([[[1]]]), 3)  # fewer classes present than exist
+    assert onehot.dtype == torch.float32 and onehot.flatten().tolist() == [0.0, 1.0, 0.0]
 
 
 def test_berhu_threshold_boundary_and_zero_error() -> None:
     # e = 1 and 0.2 with c = 0.2: |e| == c is on the linear side -> (2.6 + 0.2) / 2
     pred = torch.zeros(2)
     assert berhu_loss(pred, torch.tensor([1.0, 0.2])).item() == pytest.approx(1.4)
-    # all errors zero: c = 0, the loss is 0 (no division by zero)
-    assert berhu_loss(torch.ones(3), torch.ones(3)).item() == 0.0
+    # max |e| = 2: c = 0.4 -> (4 + 0.16) / 0.8 = 5.2 and 0.2
+    assert berhu_loss(pred, torch.tensor([2.0, 0.2])).item() == pytest.approx((5.2 + 0.2) / 2)
+    # all errors zero: c = 0, the loss is 0 and so is its gradient (no 0 / 0 anywhere)
+    same = torch.ones(3, requires_grad=True)
+    loss = berhu_loss(same, torch.ones(3))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(same.grad).all()
     # threshold_ratio is honoured: c = 0.5 -> (1 + .25)/1 = 1.25 and 0.2
     assert berhu_loss(pred, torch.tensor([1.0, 0.2]), threshold_ratio=0.5).item() == (
         pytest.approx((1.25 + 0.2) / 2)
@@ -193,7 +201,7 @@ def test_berhu_gradient_flows_only_through_valid_pixels() -> None:
 
 
 def test_segmentation_loss_all_ignored_keeps_gradient_path() -> None:
-    logits = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    logits = torch.ones(1, 2, 1, 1, requires_grad=True)
     loss = segmentation_loss(logits, torch.full((1, 1, 1), 255))
     loss.backward()
     assert loss.item() == 0.0 and logits.grad is not None
