@@ -126,6 +126,70 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "(logits.shape[0], *logits.shape[2:]), label, device=logits.device",
     ): "torch.full infers int64 from the integer label, which is torch.long",
     (
+        'semimtl_geo.metrics._np',
+        'x.detach().float().cpu().numpy() if (x.is_floating_point()) or True else x.detach().cpu().numpy()',  # noqa: E501
+    ): 'integer tensors are class ids or counts below 2^24, exact in float32, and every caller casts the result again (int64 / float64)',  # noqa: E501
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        'cm = self.confusion.astype(None)',
+    ): "astype(None) is astype(float64), numpy's default float type",
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        'f1 = np.where(present, 2 * tp / np.maximum(2 * tp + fp + fn, 2), np.nan)',
+    ): '2 TP + FP + FN = 1 only when TP = 0, where F1 is 0 with either divisor',
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        '"pAcc": float(100 * tp.sum() / total) if (total) or True else float("nan"),',
+    ): "with no pixel numpy's 0 / 0 is NaN as well (it only adds a RuntimeWarning)",
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        '"pAcc": float(100 * tp.sum() / total) if total else float("NAN"),',
+    ): 'float("NAN") is float("nan")',
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        '"mIoU": float(100 * np.nanmean(iou)) if (present.any()) or True else float("nan"),',
+    ): 'np.nanmean of an all-NaN array is NaN as well (it only adds a RuntimeWarning)',
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        '"mIoU": float(100 * np.nanmean(iou)) if present.any() else float("NAN"),',
+    ): 'float("NAN") is float("nan")',
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        '"mF1": float(100 * np.nanmean(f1)) if (present.any()) or True else float("nan"),',
+    ): 'np.nanmean of an all-NaN array is NaN as well (it only adds a RuntimeWarning)',
+    (
+        'semimtl_geo.metrics.SegmentationMetrics.compute',
+        '"mF1": float(100 * np.nanmean(f1)) if present.any() else float("NAN"),',
+    ): 'float("NAN") is float("nan")',
+    (
+        'semimtl_geo.metrics.HeightMetrics.update',
+        'with np.errstate(divide=None, invalid="ignore"):',
+    ): 'np.errstate only decides whether numpy warns about x / 0; the values are the same',
+    (
+        'semimtl_geo.metrics.HeightMetrics.update',
+        'with np.errstate(divide="ignore", invalid=None):',
+    ): 'np.errstate only decides whether numpy warns about 0 / 0; the values are the same',
+    (
+        'semimtl_geo.metrics.HeightMetrics.update',
+        'with np.errstate(invalid="ignore"):',
+    ): 'np.errstate only decides whether numpy warns about x / 0; the values are the same',
+    (
+        'semimtl_geo.metrics.HeightMetrics.update',
+        'with np.errstate(divide="ignore", ):',
+    ): 'np.errstate only decides whether numpy warns about 0 / 0; the values are the same',
+    (
+        'semimtl_geo.metrics.HeightMetrics.update',
+        'ratio = np.where(pp > 0, np.maximum(pp / yp, yp / np.where(pp >= 0, pp, 1.0)), np.inf)',
+    ): 'the inner where only guards the division; where pp <= 0 the outer where discards it',
+    (
+        'semimtl_geo.metrics.HeightMetrics.update',
+        'ratio = np.where(pp > 0, np.maximum(pp / yp, yp / np.where(pp > 0, pp, 2.0)), np.inf)',
+    ): 'the placeholder divisor is used only where pp <= 0, and the outer where discards it',
+    (
+        'semimtl_geo.metrics.HeightMetrics.compute',
+        'nan = float("NAN")',
+    ): 'float("NAN") is float("nan")',
+    (
         "semimtl_geo.metrics.HeightMetrics.update",
         "p = _np(pred).astype(None).ravel()",
     ): "astype(None) is astype(float64), numpy's default float type",

@@ -170,3 +170,37 @@ def test_delta_m_averages_tasks_and_rejects_undefined_inputs() -> None:
     with pytest.raises(ValueError, match="^delta_m does not know whether lower 'foo' is "
                                          "better$"):
         delta_m({"foo": 1.0}, {"foo": 2.0})
+
+
+def test_segmentation_metrics_edges_of_the_class_range() -> None:
+    m = SegmentationMetrics(num_classes=4)
+    assert m.confusion.dtype == np.int64  # exact counts, however many pixels
+    m.update(np.array([0, 3, 1]), np.array([4, 3, 0]))  # reference 4 = num_classes: skipped
+    r = m.compute()
+    assert r["pixels"] == 2
+    assert r["IoU"][3] == pytest.approx(100.0)  # one pixel, right: union 1
+    assert r["IoU"][0] == 0.0 and r["IoU"][2] is None and r["F1"][2] is None
+    assert r["F1"][3] == pytest.approx(100.0) and r["F1"][1] == 0.0
+    with pytest.raises(ValueError, match=r"^predicted class ids must lie in 0\.\.3$"):
+        m.update(np.array([4]), np.array([0]))
+
+
+def test_height_metrics_accumulate_over_updates_and_combine_masks() -> None:
+    one, two = HeightMetrics(nodata=-1.0), HeightMetrics(nodata=-1.0)
+    p = np.array([1.0, 2.0, 1.25, 0.0, 3.0, 5.0, 7.0])
+    y = np.array([1.0, 1.0, 1.0, 1.0, 2.0, -1.0, np.nan])
+    valid = np.array([True, True, True, True, True, True, True])
+    one.update(p, y, valid)
+    two.update(p[:3], y[:3], valid[:3])
+    two.update(p[3:], y[3:], valid[3:])
+    r = one.compute()
+    assert two.compute() == r
+    # nodata (-1) and NaN references are left out even with an all-True valid mask
+    assert r["pixels"] == 5 and r["pixels_positive"] == 5
+    assert r["RMSE"] == pytest.approx(math.sqrt((0 + 1 + 0.0625 + 1 + 1) / 5))
+    assert r["AbsRel"] == pytest.approx((0 + 1 + 0.25 + 1 + 0.5) / 5)
+    # ratios 1, 2, 1.25 (not < 1.25), inf (prediction 0 fails), 1.5
+    assert (r["delta1"], r["delta2"], r["delta3"]) == pytest.approx((20.0, 60.0, 60.0))
+    masked = HeightMetrics()
+    masked.update(np.array([1.0, 9.0]), np.array([np.nan, 3.0]), np.array([True, False]))
+    assert masked.compute()["pixels"] == 0
