@@ -346,3 +346,24 @@ def test_engine_skips_empty_windows_and_blends_probabilities():
     np.testing.assert_array_equal(out.probs[:, valid].argmax(0), out.classes[valid])
     norm = (image[0].astype(np.float32) / 255 - 0.5) / 0.25
     np.testing.assert_allclose(out.height[valid], norm[valid], atol=1e-5)
+
+
+def test_engine_defaults_and_output_dtypes():
+    """Defaults: 4 windows per model call, no probabilities; outputs uint8 / float32."""
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    loaded = stub_loaded()
+    image = textured(64, 300)
+    grid = make_grid(64, 300, 64, 0.5)
+    rows = []
+    run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 300), bool)),
+                        WindowPredictor(loaded), rows.append)
+    assert grid.num_windows == 9 and [len(b) for b in loaded.model.seen] == [4, 4, 1]
+    (out,) = rows
+    assert out.probs is None
+    assert out.classes.dtype == np.uint8 and out.height.dtype == np.float32
+    rows.clear()
+    run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 300), bool)),
+                        WindowPredictor(loaded), rows.append, keep_probs=True)
+    assert rows[0].probs.dtype == np.float32 and rows[0].probs.shape == (6, 64, 300)
