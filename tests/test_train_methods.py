@@ -486,3 +486,14 @@ def test_discriminator_inputs_for_each_task():
     assert filled.shape == (1, 1, 2, 2) and filled.flatten().tolist() == [-2.0, -2.0, -2.0, 1.5]
     assert height_target({"height": h4}).shape == (1, 2, 2)
     assert height_target({"height": h4[:, 0]}).shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize("method", ["jtl", "stl_seg"])
+def test_methods_without_discriminator_have_no_adversarial_terms(method):
+    cfg, plan, batches, outputs, _ = _plan_inputs(method)
+    for role in plan.datasets:
+        g = generator_losses(plan, role, outputs[role.name], batches[role.name], {}, cfg.loss)
+        assert set(g) == {f"{t}/sup" for t in role.labelled}
+        d = discriminator_losses(plan, role, outputs[role.name], batches[role.name], {}, 6,
+                                 cfg.loss)
+        assert d == {}
