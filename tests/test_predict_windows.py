@@ -252,7 +252,7 @@ def test_window_predictor_normalises_scales_and_checks_meta():
     loaded = stub_loaded()
     loaded.meta.height_scale = 2.5
     runner = WindowPredictor(loaded, tasks="height")
-    assert runner.device.type == "cpu" and not runner.cuda
+    assert runner.device.type == "cpu" and runner.cuda is False
     np.testing.assert_allclose(runner.fill_values, [127.5] * 3)
     assert (runner.in_channels, runner.num_classes) == (3, 6)
     windows = textured(32, 40)[None]
