@@ -24,19 +24,27 @@ test: venv
 	$(PY) -m pytest -q -m "not qgis" tests
 
 ## Tests in a real QGIS (marked `qgis`): installs Debian's QGIS 3 packages when missing
-## (apt-get, 1-3 min), then runs the plugin and Predict headless (about 1 min).
-QGIS_PACKAGES := qgis python3-qgis qgis-providers
+## (apt-get, 1-3 min) and, for QGIS's Python, the onnxruntime and opencv versions the
+## Deepness plugin installs itself (pip); then runs our plugin, Predict and Deepness's
+## own map processors on our ONNX exports headless (about 2 min).
+QGIS_PACKAGES := qgis python3-qgis qgis-providers python3-pip
+# Deepness 0.6.5's python_requirements/requirements.txt (CPU onnxruntime, as on macOS/Windows).
+DEEPNESS_PIP := 'numpy<2.0.0' 'onnxruntime>=1.12.1,<=1.17.0' 'opencv-python-headless>=4.5.5.64,<=4.9.0.80'
 test-qgis: venv
 	@set -e; \
-	if [ ! -x /usr/bin/qgis_process.bin ]; then \
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	if [ ! -x /usr/bin/qgis_process.bin ] || ! /usr/bin/python3 -m pip --version >/dev/null 2>&1; then \
 	  command -v apt-get >/dev/null || { echo "test-qgis needs apt-get (Debian/Ubuntu) to install QGIS"; exit 1; }; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  echo "Installing $(QGIS_PACKAGES) with apt-get"; \
 	  $$SUDO apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(QGIS_PACKAGES) >/dev/null; \
 	fi; \
-	test -x /usr/bin/qgis_process.bin || { echo "QGIS install failed: no /usr/bin/qgis_process.bin"; exit 1; }
-	$(PY) -m pytest -q -m qgis tests/test_qgis_plugin.py
+	test -x /usr/bin/qgis_process.bin || { echo "QGIS install failed: no /usr/bin/qgis_process.bin"; exit 1; }; \
+	if ! /usr/bin/python3 -c "import onnxruntime, cv2" >/dev/null 2>&1; then \
+	  echo "Installing onnxruntime and opencv-python-headless for QGIS's Python (Deepness's versions)"; \
+	  $$SUDO /usr/bin/python3 -m pip install -q --break-system-packages $(DEEPNESS_PIP); \
+	fi
+	$(PY) -m pytest -q -m qgis tests
 
 ## Run the whole pipeline on embedded synthetic data (outputs in runs/demo/).
 demo: venv

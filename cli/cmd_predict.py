@@ -51,7 +51,8 @@ def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path], list[str]]:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder for <stem>_class.tif, <stem>_height.tif, styles and previews.")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint written by 'semimtl-geo train'.")
+              help="Checkpoint written by 'semimtl-geo train', or a model card (*.stac.json "
+                   "from train/export-onnx), which stands for its checkpoint asset.")
 @click.option("--device", default="auto", show_default=True,
               help="'cpu', 'cuda', 'cuda:1' or 'auto'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
@@ -106,11 +107,12 @@ def predict_cmd(
     from semimtl_geo.errors import UserError
     from semimtl_geo.inference.predictor import WindowPredictor
     from semimtl_geo.inference.raster import predict_raster
+    from semimtl_geo.model_card import resolve_checkpoint
 
     files, problems = expand_inputs(inputs)
     for sentence in problems:
         click.echo(f"Error: {sentence}", err=True)
-    loaded = load_model_checkpoint(checkpoint)
+    loaded = load_model_checkpoint(resolve_checkpoint(checkpoint))
     predictor = WindowPredictor(loaded, device=device, tasks=tasks)
     if aoi is not None and not aoi.exists():
         raise UserError(f"AOI file '{aoi}' does not exist; check the path.")

@@ -32,7 +32,15 @@ from semimtl_geo.errors import UserError
     type=click.Choice(["m1", "m2", "m3"]),
     help="SemiMTL inter-domain mode (eq. 4, 5, 8); default m2.",
 )
-@click.option("--devices", type=int, help="Number of devices (GPUs: DDP through Lightning).")
+@click.option(
+    "--devices", type=int, help="Devices (GPUs, or CPU processes) per machine; DDP when > 1."
+)
+@click.option(
+    "--num-nodes",
+    type=int,
+    help="Machines taking part (DDP across them); start the command on each one with "
+    "torchrun or SLURM's srun.",
+)
 @click.option("--accelerator", help="Lightning accelerator: auto, cpu, gpu.")
 @click.option("--max-steps", type=int, help="Override trainer.max_steps (iterations).")
 @click.option("--seed", type=int, help="Override the random seed.")
@@ -44,7 +52,8 @@ from semimtl_geo.errors import UserError
 )
 @click.argument("overrides", nargs=-1)
 def train_cmd(
-    config_path, run_dir, method, mode, devices, accelerator, max_steps, seed, resume, overrides
+    config_path, run_dir, method, mode, devices, num_nodes, accelerator, max_steps, seed, resume,
+    overrides,
 ):
     """Train a model; OVERRIDES are dotted ``key=value`` pairs, e.g. ``data.batch_size=8``.
 
@@ -61,6 +70,7 @@ def train_cmd(
             ("mode", mode),
             ("seed", seed),
             ("trainer.devices", devices),
+            ("trainer.num_nodes", num_nodes),
             ("trainer.accelerator", accelerator),
             ("trainer.max_steps", max_steps),
         )

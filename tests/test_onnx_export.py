@@ -80,12 +80,29 @@ def test_onnxruntime_matches_torch_on_deepness_input(exported):
     assert height.shape == (1, 1, TILE, TILE)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     seg_diff = np.abs(probs - out["seg"].softmax(1).numpy()).max()
-    height_diff = np.abs(height - out["height"].numpy()).max()
+    raw_height = out["height"].numpy()
+    height_diff = np.abs(height - np.maximum(raw_height, 0.0)).max()
     print(f"max abs diff: seg {seg_diff:.2e}, height {height_diff:.2e}")
     assert seg_diff < 1e-4
     assert height_diff < 1e-3 * max(1.0, float(np.abs(height).max()))
     # The probabilities are not trivially uniform: the check above has teeth.
     assert probs.max() - probs.min() > 1e-3
+
+
+def test_regressor_never_emits_negative_heights(exported):
+    """Deepness <= 0.6.5 stores heights as uint8: a negative one would wrap to 250-255 m."""
+    model, tmp = exported
+    x = np.random.default_rng(3).random((1, 3, TILE, TILE), dtype=np.float32)
+    with torch.no_grad():
+        norm = (torch.from_numpy(x) - torch.tensor(META.mean).view(1, 3, 1, 1)) / torch.tensor(
+            META.std
+        ).view(1, 3, 1, 1)
+        raw = model(norm)["height"].numpy()
+    assert (raw < 0).mean() > 0.05, "the fixture must predict negative heights for this check"
+    assert (raw > 0).mean() > 0.05
+    height = session(tmp / "model_height.onnx").run(None, {"input": x})[0]
+    assert height.min() == 0.0
+    np.testing.assert_allclose(height, np.maximum(raw, 0.0), atol=1e-3 * np.abs(raw).max())
 
 
 def test_metadata_has_the_keys_deepness_reads(exported):
@@ -111,6 +128,8 @@ def test_metadata_has_the_keys_deepness_reads(exported):
     seg_proto = onnx.load(str(tmp / "model_seg.onnx"))
     seg = {p.key: json.loads(p.value) for p in seg_proto.metadata_props}
     assert seg["class_names"] == {str(i): n for i, n in enumerate(CLASSES.names)}
+    # Without the key, Deepness's dialog turns on a 9 px small-segment (median) filter.
+    assert seg["seg_small_segment"] == 0 and seg["seg_thresh"] == 0.0
     height = {
         p.key: json.loads(p.value) for p in onnx.load(str(tmp / "model_height.onnx")).metadata_props
     }

@@ -12,6 +12,8 @@ Deepness reads ``model.metadata_props`` entries whose values are JSON-encoded st
   plugin also takes the tile size from the input shape, which is fixed here);
 * ``tiles_overlap``: percent;
 * ``seg_thresh``: 0 disables the probability threshold (plain arg-max, like ``predict``);
+* ``seg_small_segment``: 0 disables the plugin's small-segment filter (a median blur of
+  the class map; without the key its dialog defaults to 9 px), so classes stay ``predict``'s;
 * ``reg_output_scaling``: multiplier on the regression output (metres per model unit).
 
 Deepness scales ``uint8`` pixels by ``1/255`` and then, only when the model carries
@@ -49,6 +51,7 @@ def deepness_metadata(meta: ModelMeta, task: str, tile_size: int, bands: int) ->
     if task == "seg":
         data["class_names"] = {str(i): name for i, name in enumerate(meta.classes.names)}
         data["seg_thresh"] = 0.0
+        data["seg_small_segment"] = 0
     else:
         data["class_names"] = {"0": f"height_{meta.height_unit}"}
         data["reg_output_scaling"] = float(meta.height_scale)

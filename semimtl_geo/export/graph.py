@@ -101,7 +101,10 @@ class TaskGraph(nn.Module):
     Input: ``N x C x H x W`` float pixels scaled to ``[0, 1]`` (``uint8 / 255``).
     Output: ``N x num_classes x H x W`` softmax probabilities for ``"seg"``, or
     ``N x 1 x H x W`` height in normalised nDSM units for ``"height"`` (metres =
-    value x ``height_scale``, exported as Deepness's ``reg_output_scaling``).
+    value x ``height_scale``, exported as Deepness's ``reg_output_scaling``), clamped
+    at 0: an nDSM height is never negative, and Deepness <= 0.6.5 stores regression
+    results as ``uint8``, where a negative height would wrap around to 250-255 m
+    (``map_processor.py``, ``_get_array_or_mmapped_array``).
 
     Args:
         model: the generator (its weights are shared, not copied).
@@ -131,4 +134,4 @@ class TaskGraph(nn.Module):
         out = self.model((x - self.mean) / self.std)[self.task]
         if self.task == "seg":
             return torch.softmax(out, dim=1)
-        return out
+        return torch.clamp(out, min=0.0)

@@ -6,7 +6,8 @@ softmax class probabilities and a *Regressor* with height. Each graph takes
 (:mod:`semimtl_geo.export.graph`) and the plugin's metadata
 (:mod:`semimtl_geo.export.deepness`). Every file is run with onnxruntime against the
 PyTorch model on the same input before it is written; the maximum absolute difference
-is returned.
+is returned. A STAC MLM model card listing the checkpoint and the ONNX files is written
+beside them (``<name>.stac.json``, :mod:`semimtl_geo.model_card`).
 """
 
 import copy
@@ -26,6 +27,7 @@ from semimtl_geo.checkpoint import LoadedModel, load_model_checkpoint
 from semimtl_geo.errors import UserError
 from semimtl_geo.export.deepness import MODEL_TYPES, deepness_metadata, encode_metadata
 from semimtl_geo.export.graph import TaskGraph, freeze_adaptive_pools
+from semimtl_geo.model_card import card_path, write_checkpoint_card
 from semimtl_geo.models.multitask import normalise_tasks
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.12 and Deepness's runtime read it).
@@ -190,7 +192,8 @@ def export_onnx(
     Args:
         checkpoint: a checkpoint from ``semimtl-geo train`` (or ``save_model_checkpoint``).
         out: ``model.onnx``; with two tasks the files are ``model_seg.onnx`` and
-            ``model_height.onnx`` (see :func:`output_paths`).
+            ``model_height.onnx`` (see :func:`output_paths`); the model card is
+            ``model.stac.json``.
         tasks: subset of the model's tasks (default: all its heads).
         tile_size: square tile the graph takes (default: the checkpoint's patch size).
         opset: ONNX opset version.
@@ -221,7 +224,13 @@ def export_onnx(
             f"Tile size {tile} px is too small for the network; pass --tile-size 32 or more."
         )
     torch.manual_seed(0)
-    return [
+    exported = [
         export_task(loaded, task, path, tile, opset=opset, dynamic_batch=dynamic_batch)
         for task, path in output_paths(out, wanted).items()
     ]
+    write_checkpoint_card(
+        checkpoint, loaded.model, loaded.meta, loaded.config,
+        onnx_files={item.task: item.path for item in exported}, card=card_path(out),
+        tile_size=tile,
+    )
+    return exported

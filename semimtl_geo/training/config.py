@@ -124,6 +124,10 @@ class TrainerConfig:
         preview_every: iterations between PNG previews (0 = never).
         cpu_threads: torch intra-op threads (``None`` = torch's default); 1 is fastest on a
             CPU shared with other jobs, where threads otherwise thrash.
+        devices: processes (GPUs, or CPU processes) per machine.
+        num_nodes: machines; with ``devices`` it gives ``num_nodes x devices`` DDP
+            processes, started by ``torchrun`` or SLURM's ``srun`` (Lightning reads their
+            environment variables).
 
     """
 
@@ -131,6 +135,7 @@ class TrainerConfig:
     steps_per_epoch: int = 500
     accelerator: str = "auto"
     devices: int = 1
+    num_nodes: int = 1
     precision: str = "auto"
     channels_last: bool = False
     log_every: int = 10
@@ -426,6 +431,7 @@ def validate(cfg: TrainConfig) -> None:
         ("trainer.max_steps", cfg.trainer.max_steps),
         ("trainer.steps_per_epoch", cfg.trainer.steps_per_epoch),
         ("trainer.devices", cfg.trainer.devices),
+        ("trainer.num_nodes", cfg.trainer.num_nodes),
         ("eval.patch_size", cfg.eval.patch_size),
     ):
         if value <= 0:

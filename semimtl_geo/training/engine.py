@@ -19,7 +19,8 @@ checkpoint). Checkpoints are written atomically (temporary file + rename).
 
 Outputs in the run folder: ``config.yaml`` (resolved config), ``checkpoints/last.ckpt``
 (Lightning checkpoint, also loadable by :func:`semimtl_geo.checkpoint.load_model_checkpoint`),
-``model.pt`` (standalone generator checkpoint), ``logs/`` (CSV ``metrics.csv`` and
+``model.pt`` (standalone generator checkpoint), ``model.stac.json`` (its STAC MLM
+model card, :mod:`semimtl_geo.model_card`), ``logs/`` (CSV ``metrics.csv`` and
 TensorBoard events, one ``version_N`` folder per session), ``previews/iter_*.png``.
 """
 
@@ -47,6 +48,7 @@ from semimtl_geo.checkpoint import (
 )
 from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_file
 from semimtl_geo.errors import UserError
+from semimtl_geo.model_card import write_checkpoint_card
 from semimtl_geo.models import Discriminator, MultiTaskNet
 from semimtl_geo.training.config import TrainConfig, save_config
 from semimtl_geo.training.methods import (
@@ -550,10 +552,13 @@ def train(
     t = cfg.trainer
     # one log folder per session (a resumed run must not overwrite the earlier metrics.csv)
     session = f"version_{len(list((run_dir / 'logs').glob('version_*')))}"
-    strategy: Any = "ddp_find_unused_parameters_true" if t.devices > 1 else "auto"
+    # Several processes (devices x nodes, started by torchrun/srun or by Lightning): DDP.
+    distributed = t.devices * t.num_nodes > 1
+    strategy: Any = "ddp_find_unused_parameters_true" if distributed else "auto"
     trainer = pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=strategy,
         precision=resolve_precision(cfg),  # type: ignore[arg-type]
         max_epochs=math.ceil(t.max_steps / t.steps_per_epoch),
@@ -581,4 +586,5 @@ def train(
     model_path = run_dir / "model.pt"
     if trainer.is_global_zero:
         save_model_checkpoint(model_path, module.generator, module.meta, cfg.to_dict())
+        write_checkpoint_card(model_path, module.generator, module.meta, cfg.to_dict())
     return TrainResult(run_dir, ckpt_path, model_path, module)
