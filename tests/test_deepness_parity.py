@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEEPNESS_SRC = ROOT.parent / "shared" / "third_party" / "qgis-plugin-deepness" / "src"
 QGIS_PYTHON = Path("/usr/bin/python3")
 DRIVER = Path(__file__).with_name("deepness_driver.py")
-TILE = 64
+TILE = 128
+#: Raster for the tiling test: sides not N x stride + tile, so Deepness pads north and east.
+SCENE = (328, 360)
 GSD = 0.09
 #: Metres per model unit (large so that the random model's heights span several metres).
 HEIGHT_SCALE = 100.0
@@ -70,35 +72,71 @@ def deepness_ready() -> None:
         pytest.skip(problem)
 
 
+def _local_network() -> MultiTaskNet:
+    """A random two-task network whose answer at a pixel depends on ~30 px around it.
+
+    A plain random network's class scores are dominated by the PSP pooling of the whole
+    tile and by the zero padding at tile borders, so its classes change with where a tile
+    starts (measured: 60-75 % agreement between two tilings). A trained model answers
+    from local content. To test Deepness's tiling the way it matters for trained models,
+    the residual branches of the encoder and the pooling pyramid are switched off and
+    the fusion convolution keeps only its centre tap (receptive field ~30 px); random
+    BN statistics and a classifier calibrated on another image give all six classes.
+    """
+    torch.manual_seed(3)
+    model = MultiTaskNet("resnet18", 3, len(ISPRS_CLASSES), ("seg", "height"), None, 8).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        for mod in model.encoder.modules():
+            if hasattr(mod, "conv2") and hasattr(mod, "bn2"):  # BasicBlock: identity only
+                mod.bn2.weight.zero_()
+                mod.bn2.bias.zero_()
+        head = model.heads["seg"]
+        for block in head.blocks:
+            block.conv[0].weight.zero_()
+        fuse = head.fuse[0].weight
+        centre = fuse[:, :, 1, 1].clone()
+        fuse.zero_()
+        fuse[:, :, 1, 1] = centre
+        x = torch.from_numpy(_texture(128, 128, seed=9)).float()[None] / 255
+        logits = model((x - 0.5) / 0.25)["seg"]
+        mean, std = logits.mean(dim=(0, 2, 3)), logits.std(dim=(0, 2, 3))
+        head.classifier.bias.sub_(mean).div_(std)
+        head.classifier.weight.div_(std.view(-1, 1, 1, 1))
+    return model
+
+
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
-    """A tiny random two-task checkpoint with varied classes and heights, and its exports."""
+    """The checkpoint of :func:`_local_network` and its two Deepness exports."""
     tmp = tmp_path_factory.mktemp("deepness")
-    torch.manual_seed(3)
-    model = MultiTaskNet("resnet18", 3, len(ISPRS_CLASSES), ("seg", "height"), None, 32).eval()
-    for mod in model.modules():  # random BN statistics: varied classes and heights
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
     meta = ModelMeta(classes=ISPRS_CLASSES, bands=["IR", "R", "G"], mean=[0.5] * 3,
                      std=[0.25] * 3, gsd=GSD, height_scale=HEIGHT_SCALE, patch_size=TILE,
                      overlap=0.5)
-    ckpt = save_model_checkpoint(tmp / "model.pt", model, meta)
+    ckpt = save_model_checkpoint(tmp / "model.pt", _local_network(), meta)
     assert main(["export-onnx", "--checkpoint", str(ckpt), "-o", str(tmp / "model.onnx")]) == 0
     return {"ckpt": ckpt, "seg": tmp / "model_seg.onnx", "height": tmp / "model_height.onnx"}
 
 
-def _raster(path: Path, height: int, width: int, seed: int) -> Path:
+def _texture(height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth 3-band uint8 texture (blobs tens of pixels wide, like land-cover patches)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    bands = [128 + 100 * np.sin(xx * rng.uniform(0.05, 0.3) + b) * np.cos(yy * rng.uniform(
-        0.05, 0.3) + 2 * b) + rng.normal(0, 12, (height, width)) for b in range(3)]
-    data = np.clip(np.stack(bands), 0, 255).astype(np.uint8)
+    bands = [128 + 100 * np.sin(xx * rng.uniform(0.02, 0.08) + b)
+             * np.cos(yy * rng.uniform(0.02, 0.08) + 2 * b)
+             + rng.normal(0, 2, (height, width)) for b in range(3)]
+    return np.clip(np.stack(bands), 0, 255).astype(np.uint8)
+
+
+def _raster(path: Path, height: int, width: int, seed: int) -> Path:
     profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8",
                    crs="EPSG:32633", transform=from_origin(368000.0, 5808000.0, GSD, GSD),
                    photometric="MINISBLACK")
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
+        dst.write(_texture(height, width, seed))
     return path
 
 
@@ -120,6 +158,7 @@ def _deepness(model_files, raster: Path, out: Path) -> tuple[dict, dict]:
         [str(QGIS_PYTHON), str(DRIVER), str(DEEPNESS_SRC), str(raster), str(model_files["seg"]),
          str(model_files["height"]), str(npz)],
         capture_output=True, text=True, timeout=600,
+        cwd=out,  # Deepness's GDAL writer leaves a scratch file 'grid_data' in the cwd
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     params = json.loads(run.stdout.strip().splitlines()[-1])
@@ -159,30 +198,38 @@ def test_deepness_is_exact_on_a_one_tile_raster(deepness_ready, model_files, tmp
 
 
 def test_deepness_matches_predict_away_from_padded_tiles(deepness_ready, model_files, tmp_path):
-    raster = _raster(tmp_path / "scene.tif", 200, 232, seed=2)
+    height_px, width_px = SCENE
+    raster = _raster(tmp_path / "scene.tif", height_px, width_px, seed=2)
     classes, height = _predict(model_files, raster, tmp_path)
     params, got = _deepness(model_files, raster, tmp_path)
     _check_params(params)
-    # At 9 cm, Deepness 0.6.5 rounds the layer extent down to its pixel grid with int()
-    # (extent_utils.round_extent_to_rlayer_grid): 232 x 0.09 / 0.09 = 231.99999 -> 231, so
-    # its result lacks the raster's last column. Compare on the pixels it does return.
-    assert params["offset_px"] == [0, 0] and params["raster_px"] == [200, 232]
-    rows, cols = got["classes"].shape
-    assert (rows, cols) == (200, 231)
-    classes, height = classes[:rows, :cols], height[:rows, :cols]
+    # Deepness 0.6.5 rounds the layer extent to its pixel grid with int()
+    # (extent_utils.round_extent_to_rlayer_grid): at 9 cm, 232 x 0.09 / 0.09 can come out
+    # as 231.99999 and lose the raster's last column (or first row). Compare on the
+    # pixels it returns, where it says they are.
+    assert params["raster_px"] == [height_px, width_px]
+    (row0, col0), (rows, cols) = params["offset_px"], got["classes"].shape
+    assert 0 <= row0 <= 1 and col0 == 0
+    assert height_px - 1 <= row0 + rows <= height_px and width_px - 1 <= cols <= width_px
+    classes = classes[row0:row0 + rows, col0:col0 + cols]
+    height = height[row0:row0 + rows, col0:col0 + cols]
     padded = got["padded"]
     assert padded.shape == (rows, cols)
     inside = ~padded
     # The raster's sides are not N x stride + tile: Deepness pads north and east.
     assert padded[0].any() and padded[:, -1].any() and not padded[-1, 0]
-    assert 0.3 < inside.mean() < 0.95
-    agree = (got["classes"] == classes)[inside].mean()
+    assert 0.5 < inside.mean() < 0.95
+    same = got["classes"] == classes
     clamped = np.maximum(height.astype(np.float64), 0.0)
     diff = np.abs(got["height"].astype(np.float64) - clamped)
-    print(f"away from padded tiles ({inside.sum()} px): class agreement {agree:.4f}, "
-          f"height |diff| max {diff[inside].max():.3f} m; in padded tiles: class agreement "
-          f"{(got['classes'] == classes)[padded].mean():.4f}, height |diff| max "
-          f"{diff[padded].max():.2f} m")
-    assert len(np.unique(classes[inside])) >= 3
-    assert agree >= 0.99
-    assert (diff[inside] <= 1.0 + 1e-3).all()
+    print(f"{rows} x {cols} px returned of {height_px} x {width_px}; away from padded tiles "
+          f"({inside.sum()} px): class agreement {same[inside].mean():.4f}, height |diff| "
+          f"<= 1 m on {(diff[inside] <= 1).mean():.5f}, max {diff[inside].max():.3f} m; in "
+          f"padded tiles ({padded.sum()} px): class agreement {same[padded].mean():.4f}, "
+          f"height |diff| max {diff[padded].max():.2f} m")
+    assert np.bincount(classes[inside].ravel(), minlength=6).min() > 0.02 * inside.sum()
+    assert same[inside].mean() >= 0.99
+    # Truncation to whole metres (< 1 m) plus Deepness cropping tile centres where
+    # predict blends overlapping windows (a few cm here).
+    assert (diff[inside] <= 1.0).mean() >= 0.999
+    assert diff[inside].max() <= 1.1
