@@ -37,13 +37,20 @@ from semimtl_geo.errors import UserError
 CARD_SUFFIX = ".stac.json"
 #: Our own item fields (STAC allows prefixed fields beside the extensions' ones).
 PREFIX = "semimtl:"
-#: Media types of the model files (MLM best practices).
+#: Media types of the model files (MLM best practices: framework and file profile).
 MEDIA_TYPES = {
-    "checkpoint": "application/octet-stream; application=pytorch",
+    "checkpoint": "application/octet-stream; framework=pytorch; profile=safetensors",
     "onnx": "application/octet-stream; framework=onnx; profile=onnx",
 }
-#: ``mlm:artifact_type`` of the model files.
-ARTIFACT_TYPES = {"checkpoint": "torch.save", "onnx": "onnx"}
+#: ``mlm:artifact_type`` of the model files (checkpoints: :mod:`semimtl_geo.checkpoint_file`).
+ARTIFACT_TYPES = {"checkpoint": "safetensors", "onnx": "onnx"}
+#: Description of the checkpoint asset.
+CHECKPOINT_DESCRIPTION = (
+    "semimtl-geo checkpoint: a safetensors file (weights) whose header holds the network "
+    "config, this metadata and the training config as JSON; load it with "
+    "semimtl_geo.checkpoint.load_model_checkpoint or pass it (or this card) to "
+    "'semimtl-geo predict --checkpoint'."
+)
 #: How the ONNX graphs (``export-onnx``, for QGIS Deepness) differ from the checkpoint.
 ONNX_DESCRIPTIONS = {
     "seg": "Deepness Segmentor: input pixel / 255 (the z-scores are inside the graph), "
@@ -62,7 +69,7 @@ class CardAsset:
     Attributes:
         key: asset key in the item (``checkpoint``, ``onnx_seg``...).
         path: the file.
-        kind: ``"checkpoint"`` (``torch.save`` file read by ``predict``) or ``"onnx"``.
+        kind: ``"checkpoint"`` (the file ``predict`` reads) or ``"onnx"``.
         task: for ONNX files, the task of the file (``seg`` or ``height``).
         description: what differs from the item-level ``mlm:input``/``mlm:output``.
 
@@ -407,7 +414,8 @@ def write_checkpoint_card(
     """
     checkpoint = Path(checkpoint)
     card = Path(card) if card is not None else card_path(checkpoint)
-    assets = [CardAsset(CHECKPOINT_ASSET, checkpoint, "checkpoint")]
+    assets = [CardAsset(CHECKPOINT_ASSET, checkpoint, "checkpoint",
+                        description=CHECKPOINT_DESCRIPTION)]
     assets += [CardAsset(f"onnx_{task}", Path(path), "onnx", task, ONNX_DESCRIPTIONS.get(task))
                for task, path in (onnx_files or {}).items()]
     item = build_model_card(

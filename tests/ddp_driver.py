@@ -2,15 +2,18 @@
 
 Not a test module. It registers the tiny in-memory ``toy`` dataset kind, runs the real
 ``semimtl-geo train`` command line with the arguments it is given, and afterwards saves
-what this rank ended with to ``OUT_DIR/rank<RANK>.pt``: every parameter of the
-generator and the discriminators, and a checksum of each training batch it saw (ranks
-draw different batches; identical parameters then show that gradients were averaged).
+what this rank ended with: every parameter of the generator and the discriminators
+(``OUT_DIR/rank<RANK>.safetensors``) and, in ``OUT_DIR/rank<RANK>.json``, its rank, the
+cluster environment Lightning detected and a checksum of each training batch it saw
+(ranks draw different batches; identical parameters then show that gradients were
+averaged).
 
 Usage::
 
     torchrun ... tests/ddp_driver.py OUT_DIR train -c CONFIG -o RUN_DIR --num-nodes 2 ...
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _toy_kind as toy  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 from semimtl_geo.cli.main import main  # noqa: E402
 from semimtl_geo.training import engine  # noqa: E402
@@ -47,14 +51,16 @@ def run() -> int:
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), checksums]
         result = train(*args, **kwargs)
         module = result.module
-        torch.save({
-            "rank": int(os.environ["RANK"]),
+        rank = os.environ["RANK"]
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.named_parameters()},
+                  str(out_dir / f"rank{rank}.safetensors"))
+        (out_dir / f"rank{rank}.json").write_text(json.dumps({
+            "rank": int(rank),
             "world_size": module.trainer.world_size,
             "num_nodes": module.trainer.num_nodes,
             "environment": type(module.trainer.strategy.cluster_environment).__name__,
-            "parameters": {k: v.detach().cpu() for k, v in module.named_parameters()},
             "batches": checksums.sums,
-        }, out_dir / f"rank{os.environ['RANK']}.pt")
+        }))
         return result
 
     engine.train = train_and_record

@@ -110,7 +110,7 @@ def test_export_writes_a_valid_mlm_item(exported):
         assert not Path(href).is_absolute(), href  # relative to the card: the folder can move
         assert (card.parent / href).resolve().is_file()
         kind = AssetDetailedMLMExtension.ext(asset).artifact_type
-        assert kind == ("torch.save" if key == "checkpoint" else "onnx")
+        assert kind == ("safetensors" if key == "checkpoint" else "onnx")
         assert "mlm:model" in asset.roles
     assert (card.parent / item.assets["checkpoint"].href).resolve() == exported["ckpt"].resolve()
     assert "mlm:checkpoint" in item.assets["checkpoint"].roles
