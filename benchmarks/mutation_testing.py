@@ -170,6 +170,54 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'probs[:, ~valid] = None',
     ): 'numpy stores None in a float array as NaN',
     (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(thread_name_prefix="semimtl-read") as pool:',
+    ): 'at most one strip read is pending at a time (the next is submitted after the current one is taken), so more workers change nothing',  # noqa: E501
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(max_workers=None, thread_name_prefix="semimtl-read") as pool:',
+    ): 'at most one strip read is pending at a time (the next is submitted after the current one is taken), so more workers change nothing',  # noqa: E501
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(max_workers=2, thread_name_prefix="semimtl-read") as pool:',
+    ): 'at most one strip read is pending at a time (the next is submitted after the current one is taken), so more workers change nothing',  # noqa: E501
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(max_workers=1, thread_name_prefix=None) as pool:',
+    ): 'the prefix only names the reader thread for debuggers',
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(max_workers=1, thread_name_prefix="XXsemimtl-readXX") as pool:',
+    ): 'the prefix only names the reader thread for debuggers',
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(max_workers=1, thread_name_prefix="SEMIMTL-READ") as pool:',
+    ): 'the prefix only names the reader thread for debuggers',
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'with ThreadPoolExecutor(max_workers=1, ) as pool:',
+    ): 'the prefix only names the reader thread for debuggers',
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'height[~valid] = None',
+    ): 'numpy stores None in a float array as NaN',
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'flush(row, grid.height + row, valid)',
+    ): 'the last window row ends at the raster edge, so grid.height - row is the whole strip, and an oversize or open slice gives the same rows',  # noqa: E501
+    (
+        'semimtl_geo.inference.engine.run_sliding_windows',
+        'flush(row, None, valid)',
+    ): 'the last window row ends at the raster edge, so grid.height - row is the whole strip, and an oversize or open slice gives the same rows',  # noqa: E501
+    (
+        'semimtl_geo.inference.predictor.WindowPredictor.__init__',
+        'self._std = torch.as_tensor(std, device=self.device).view(-1, 1, 1)',
+    ): 'a C x 1 x 1 tensor broadcasts against N x C x H x W exactly like 1 x C x 1 x 1',
+    (
+        'semimtl_geo.inference.predictor.WindowPredictor.__init__',
+        'self._mean = torch.as_tensor(mean, device=self.device).view(-1, 1, 1)',
+    ): 'a C x 1 x 1 tensor broadcasts against N x C x H x W exactly like 1 x C x 1 x 1',
+    (
         "semimtl_geo.training.preview.colorize",
         "lut = np.zeros((257, 3), dtype=np.uint8)",
     ): "ids are mapped into 0..255 before indexing, so a 257th row is never read",
@@ -280,6 +328,14 @@ CUDA_ONLY: dict[tuple[str, str], str] = {
         ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
          'self.cuda = self.device.type == "CUDA"'),
         ("semimtl_geo.inference.predictor.WindowPredictor.__init__", "self.model = None"),
+        ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
+         "self._mean = torch.as_tensor(mean, device=None).view(1, -1, 1, 1)"),
+        ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
+         "self._mean = torch.as_tensor(mean, ).view(1, -1, 1, 1)"),
+        ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
+         "self._std = torch.as_tensor(std, device=None).view(1, -1, 1, 1)"),
+        ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
+         "self._std = torch.as_tensor(std, ).view(1, -1, 1, 1)"),
         ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
          "self.model = self.model.to(memory_format=None)"),
     ]

@@ -234,6 +234,10 @@ def test_resolve_tasks_and_device():
             "subset of seg,height.")):
         resolve_tasks(loaded, "depth")
     with pytest.raises(UserError, match=re.escape(
+            "The checkpoint predicts seg, height but depth, rgb was requested; pass --tasks "
+            "with a subset of seg,height.")):
+        resolve_tasks(loaded, "depth,rgb,seg")
+    with pytest.raises(UserError, match=re.escape(
             "The checkpoint predicts seg, height but no task was requested; pass --tasks with "
             "a subset of seg,height.")):
         resolve_tasks(loaded, ",")
@@ -254,6 +258,7 @@ def test_window_predictor_normalises_scales_and_checks_meta():
     runner = WindowPredictor(loaded, tasks="height")
     assert runner.device.type == "cpu" and runner.cuda is False
     np.testing.assert_allclose(runner.fill_values, [127.5] * 3)
+    assert runner.fill_values.dtype == np.float32
     assert (runner.in_channels, runner.num_classes) == (3, 6)
     windows = textured(32, 40)[None]
     out = runner(windows, make_grid(32, 40, 64, 0.5))
@@ -367,3 +372,17 @@ def test_engine_defaults_and_output_dtypes():
     run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 300), bool)),
                         WindowPredictor(loaded), rows.append, keep_probs=True)
     assert rows[0].probs.dtype == np.float32 and rows[0].probs.shape == (6, 64, 300)
+
+
+def test_engine_skips_empty_windows_without_a_progress_callback():
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    loaded = stub_loaded()
+    image = textured(64, 200)
+    valid = np.zeros((64, 200), bool)
+    valid[:, 150:] = True
+    rows = []
+    run_sliding_windows(make_grid(64, 200, 64, 0.5), lambda a, b: (image[:, a:b], valid[a:b]),
+                        WindowPredictor(loaded), rows.append)
+    assert (rows[0].classes[:, :100] == 255).all() and (rows[0].classes[:, 150:] < 6).all()
