@@ -218,6 +218,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'self._mean = torch.as_tensor(mean, device=self.device).view(-1, 1, 1)',
     ): 'a C x 1 x 1 tensor broadcasts against N x C x H x W exactly like 1 x C x 1 x 1',
     (
+        "semimtl_geo.training.methods.discriminator_losses",
+        'terms[f"{task}/pred"] = binary_adversarial_loss(pred_logits, is_real=None)',
+    ): "the target is 1.0 if is_real else 0.0, and None is falsy like False",
+    (
         "semimtl_geo.training.preview.colorize",
         "lut = np.zeros((257, 3), dtype=np.uint8)",
     ): "ids are mapped into 0..255 before indexing, so a 257th row is never read",

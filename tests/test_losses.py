@@ -51,9 +51,10 @@ def test_segmentation_loss_ignores_255() -> None:
 # Asymmetric discriminator outputs: every class has its own probability, so a term aimed
 # at the wrong class (e.g. M2 toward the dataset's own domain instead of ground truth)
 # changes the value. Left half of the map: p = (0.1, 0.2, 0.7) over (GT, dataset 1,
-# dataset 2); right half: p = (0.6, 0.3, 0.1).
+# dataset 2); right half: p = (0.5, 0.3, 0.2). The products per class differ (0.05, 0.06,
+# 0.14), so no two classes give the same pixel mean.
 P_LEFT = (0.1, 0.2, 0.7)
-P_RIGHT = (0.6, 0.3, 0.1)
+P_RIGHT = (0.5, 0.3, 0.2)
 
 
 def _three_way_logits() -> torch.Tensor:
@@ -70,9 +71,9 @@ def _mean_nll(k: int) -> float:
 
 def test_discriminator_loss_eq2_domain_labels() -> None:
     logits = _three_way_logits()
-    assert discriminator_loss(logits, 0).item() == pytest.approx((2.302585 + 0.510826) / 2)
+    assert discriminator_loss(logits, 0).item() == pytest.approx((2.302585 + 0.693147) / 2)
     assert discriminator_loss(logits, 1).item() == pytest.approx((1.609438 + 1.203973) / 2)
-    assert discriminator_loss(logits, 2).item() == pytest.approx((0.356675 + 2.302585) / 2)
+    assert discriminator_loss(logits, 2).item() == pytest.approx((0.356675 + 1.609438) / 2)
     with pytest.raises(ValueError, match=r"^domain label 3 outside 0\.\.2$"):
         discriminator_loss(logits, 3)
     with pytest.raises(ValueError, match=r"^domain label -1 outside 0\.\.2$"):
@@ -92,8 +93,8 @@ def test_inter_loss_modes_eq4_eq5_eq8() -> None:
     assert m1.item() == pytest.approx(_mean_nll(1))  # eq. 4: toward dataset 1's class
     assert m2.item() == pytest.approx(_mean_nll(0))  # eq. 5: toward ground truth, not own (2)
     assert m2.item() != pytest.approx(_mean_nll(2))
-    # eq. 8: -log(1 - p_own), p_own = 0.7 | 0.1
-    assert m3.item() == pytest.approx((-math.log(0.3) - math.log(0.9)) / 2)
+    # eq. 8: -log(1 - p_own), p_own = 0.7 | 0.2
+    assert m3.item() == pytest.approx((-math.log(0.3) - math.log(0.8)) / 2)
     # the labelled dataset defaults to domain 1
     assert inter_loss(logits, "m1", own_domain=2).item() == pytest.approx(_mean_nll(1))
     # dataset 1 unlabelled, dataset 2 labelled: the classes swap roles

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from semimtl_geo.errors import UserError
+from semimtl_geo.losses import berhu_loss, one_hot_target, segmentation_loss
 from semimtl_geo.models import MultiTaskNet
 from semimtl_geo.training.config import config_from_dict
 from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets
@@ -282,7 +283,7 @@ def test_detached_predictions_do_not_reach_the_generator():
 # any error below assert_close's absolute tolerance. The terms are therefore compared
 # unweighted (all weights 1) against hand-computed values, with a relative tolerance.
 P_LEFT = (0.1, 0.2, 0.7)  # p(GT), p(dataset a = domain 1), p(dataset b = domain 2)
-P_RIGHT = (0.6, 0.3, 0.1)
+P_RIGHT = (0.5, 0.3, 0.2)  # per-class products differ: 0.05, 0.06, 0.14
 Z_LEFT, Z_RIGHT = 1.5, -0.5  # binary D logits
 
 
@@ -292,8 +293,10 @@ class FixedD(torch.nn.Module):
     def __init__(self, outputs):
         super().__init__()
         self.outputs = outputs
+        self.inputs = []
 
     def forward(self, x):
+        self.inputs.append(x.detach().clone())
         b = x.shape[0]
         if self.outputs == 1:
             out = torch.empty(b, 1, 4, 4)
@@ -320,7 +323,8 @@ def bce(real):
 
 def _unit_weights(cfg):
     return dataclasses.replace(
-        cfg.loss, w_seg=1.0, w_height=1.0, lambda_intra=1.0, lambda_inter=1.0, lambda_da=1.0
+        cfg.loss, w_seg=1.0, w_height=1.0, lambda_intra=1.0, lambda_inter=1.0, lambda_da=1.0,
+        berhu_ratio=0.5, height_fill=-3.0,
     )
 
 
@@ -361,12 +365,34 @@ def test_semimtl_terms_hand_computed_with_asymmetric_discriminator(mode):
     w = generator_losses(plan, b, outputs["b"], batches["b"], D, cfg.loss)
     assert w["seg/inter"].item() == pytest.approx(cfg.loss.lambda_inter * seg_inter, rel=1e-5)
     assert w["height/intra"].item() == pytest.approx(cfg.loss.lambda_intra * nll(0), rel=1e-5)
-    assert w["height/sup"].item() == pytest.approx(
-        cfg.loss.w_height * g_b["height/sup"].item(), rel=1e-5
-    )
+    assert w["height/sup"].item() == pytest.approx(cfg.loss.w_height * berhu_loss(
+        outputs["b"]["height"][:, 0], batches["b"]["height"], threshold_ratio=0.2).item(),
+        rel=1e-5)
+    # supervised terms (eq. 1) with the configured BerHu threshold
+    assert g_a["seg/sup"].item() == pytest.approx(
+        segmentation_loss(outputs["a"]["seg"], batches["a"]["mask"]).item(), rel=1e-6)
+    assert g_b["height/sup"].item() == pytest.approx(berhu_loss(
+        outputs["b"]["height"][:, 0], batches["b"]["height"], threshold_ratio=0.5).item(),
+        rel=1e-6)
+    # what each D saw on the generator side: softmax for seg, the height map for height
+    seg_in, h_in = D["seg"].inputs, D["height"].inputs
+    torch.testing.assert_close(seg_in[0], torch.softmax(outputs["a"]["seg"], 1))
+    torch.testing.assert_close(h_in[0], outputs["a"]["height"])
     # D (eq. 6): ground truth -> class 0, predictions of dataset k -> class k
+    for d in D.values():
+        d.inputs.clear()
     d_a = discriminator_losses(plan, a, outputs["a"], batches["a"], D, 6, unit)
     d_b = discriminator_losses(plan, b, outputs["b"], batches["b"], D, 6, unit)
+    pred_seg_a, gt_seg_a, pred_seg_b = D["seg"].inputs
+    torch.testing.assert_close(pred_seg_a, torch.softmax(outputs["a"]["seg"], 1))
+    torch.testing.assert_close(gt_seg_a, one_hot_target(batches["a"]["mask"], 6))
+    torch.testing.assert_close(pred_seg_b, torch.softmax(outputs["b"]["seg"], 1))
+    pred_h_a, pred_h_b, gt_h_b = D["height"].inputs
+    torch.testing.assert_close(pred_h_a, outputs["a"]["height"])
+    torch.testing.assert_close(pred_h_b, outputs["b"]["height"])
+    ref = batches["b"]["height"].unsqueeze(1)
+    assert gt_h_b.shape == ref.shape and gt_h_b[0, 0, 0, 0] == -3.0  # NaN -> height_fill
+    torch.testing.assert_close(gt_h_b, torch.nan_to_num(ref, nan=-3.0))
     assert d_a["seg/gt"].item() == pytest.approx(nll(0), rel=1e-5)
     assert d_a["seg/pred"].item() == pytest.approx(nll(1), rel=1e-5)
     assert d_a["height/pred"].item() == pytest.approx(nll(1), rel=1e-5)
