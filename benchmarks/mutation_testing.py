@@ -487,7 +487,7 @@ def _survivors(group: Group) -> list[str]:
         meta = dest / "mutants" / (rel + ".meta")
         if meta.exists():
             codes = json.loads(meta.read_text())["exit_code_by_key"]
-            names += [k for k, v in codes.items() if v not in (1, 3) and STATUS.get(v) != "timeout"]
+            names += [k for k, v in codes.items() if STATUS.get(v) not in ("killed", "timeout")]
     if group.mutants:
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in group.mutants)]
     return names
@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--incremental", action="store_true",
                         help="keep earlier verdicts; mutmut re-tests only changed functions")
     parser.add_argument("--survivors-only", action="store_true",
-                        help="re-run only the mutants that survived the previous run")
+                        help="re-run only the mutants that survived (or were not checked)")
     parser.add_argument("--no-planted", action="store_true", help="skip the planted bugs")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-read the scratch folders and write the report")
