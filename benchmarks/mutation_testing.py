@@ -685,11 +685,13 @@ def main(argv: list[str] | None = None) -> int:
             run_group(group, args.max_children, args.timeout, args.incremental,
                       args.survivors_only)
     planted = None
-    previous = RESULTS / "mutation.json"
+    planted_file = RESULTS / "mutation_planted.json"
     if not args.no_planted and not args.report_only:
         planted = run_planted(args.timeout)
-    elif previous.exists():
-        planted = json.loads(previous.read_text()).get("planted")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        planted_file.write_text(json.dumps(planted, indent=2) + "\n")
+    elif planted_file.exists():
+        planted = json.loads(planted_file.read_text())
     # keep earlier groups' results when only some groups were re-run
     done = {g.name: read_group(g) for g in GROUPS if (WORK / g.name / "mutants").exists()}
     write_report([done[g.name] for g in GROUPS if g.name in done], planted)
