@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +222,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "semimtl_geo.training.methods.discriminator_losses",
         'terms[f"{task}/pred"] = binary_adversarial_loss(pred_logits, is_real=None)',
     ): "the target is 1.0 if is_real else 0.0, and None is falsy like False",
+    (
+        "semimtl_geo.training.methods.plan_method",
+        'task = method.split("_", )[1]',
+    ): 'every method name with a task suffix (stl_seg, da_height, ...) has exactly one underscore',
+    (
+        "semimtl_geo.training.methods.plan_method",
+        'task = method.rsplit("_", 1)[1]',
+    ): 'every method name with a task suffix (stl_seg, da_height, ...) has exactly one underscore',
+    (
+        "semimtl_geo.training.methods.plan_method",
+        'task = method.split("_", 2)[1]',
+    ): 'every method name with a task suffix (stl_seg, da_height, ...) has exactly one underscore',
     (
         "semimtl_geo.training.preview.colorize",
         "lut = np.zeros((257, 3), dtype=np.uint8)",
@@ -548,12 +561,16 @@ def read_group(group: Group) -> dict:
                  if any(fnmatch.fnmatch(k, p) for p in group.mutants)}
     counts: dict[str, int] = {}
     survivors = []
+    done = ("killed", "timeout")
+    alive = [n for n, c in codes.items() if STATUS.get(c, "suspicious") not in done]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # `mutmut show` is slow to start
+        diffs = dict(zip(alive, pool.map(lambda n: _mutated_line(dest, n), alive)))
     for name, code in sorted(codes.items()):
         status = STATUS.get(code, "suspicious")
         counts[status] = counts.get(status, 0) + 1
         if status not in ("killed", "timeout"):
             func = _function(name)
-            orig, mutated = _mutated_line(dest, name)
+            orig, mutated = diffs[name]
             reason = EQUIVALENT.get((func, mutated))
             survivors.append({"mutant": name, "status": status, "function": func,
                               "original": orig, "mutated": mutated, "equivalent": reason,
