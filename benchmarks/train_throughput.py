@@ -5,9 +5,16 @@ Vaihingen-like with height labels), the G step (D frozen) and the D step (G froz
 the paper's ISPRS crop size (384 px). Data are random tensors, so this measures the model
 and the optimisers only (loading is benchmarked by the data benchmarks).
 
-Variants: ``fp32`` and ``bf16`` autocast + channels_last. Each variant runs in its own
-process so that peak memory is its own: on CUDA ``torch.cuda.max_memory_allocated``, on
-CPU the process's peak RSS.
+Variants (each in its own process, so that peak memory is its own: on CUDA
+``torch.cuda.max_memory_allocated``, on CPU the process's peak RSS):
+
+* ``fp32``: one backward pass of the summed G objective;
+* ``bf16``: bf16 autocast with the adversarial terms backpropagated in their own passes
+  (what ``trainer.precision=bf16-mixed`` runs; semimtl_geo/training/backward.py);
+* ``bf16_channels_last``: the same with channels_last tensors;
+* ``fp16``: float16 autocast, separate passes (``16-mixed``, without the loss scaler);
+* ``bf16_summed``: bf16 with ONE summed backward pass, the broken path that rounds the
+  adversarial gradient away; shown only to price the separate passes.
 
 Usage::
 
@@ -34,7 +41,12 @@ def run_variant(args: argparse.Namespace, variant: str, queue) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    import semimtl_geo.training.engine as engine_mod
+
     channels_last = variant == "bf16_channels_last"
+    if variant == "bf16_summed":
+        split_backward = engine_mod.backward_terms
+        engine_mod.backward_terms = lambda *a, **k: split_backward(*a, **{**k, "split": False})
     cfg = config_from_dict({
         "method": "semimtl",
         "model": {"encoder": args.encoder, "encoder_weights": None,
@@ -43,7 +55,8 @@ def run_variant(args: argparse.Namespace, variant: str, queue) -> None:
             {"name": "potsdam", "kind": "isprs", "root": "-", "tasks": ["seg"]},
             {"name": "vaihingen", "kind": "isprs", "root": "-", "tasks": ["height"]},
         ], "crop_size": args.crop, "batch_size": args.batch},
-        "trainer": {"max_steps": 1000, "channels_last": channels_last},
+        "trainer": {"max_steps": 1000, "channels_last": channels_last,
+                    "grad_diagnostics": False},
     })
     device = torch.device(args.device)
     module = SemiMTLModule(cfg, ModelMeta()).to(device)
@@ -58,7 +71,8 @@ def run_variant(args: argparse.Namespace, variant: str, queue) -> None:
                           "height": torch.rand(b, s, s, device=device)},
         }
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant != "fp32")
+    dtype = torch.float16 if variant == "fp16" else torch.bfloat16
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=variant != "fp32")
 
     def iteration():
         data = batches()
@@ -101,7 +115,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--variants", nargs="*", default=["fp32", "bf16_channels_last"])
+    parser.add_argument("--variants", nargs="*",
+                        default=["fp32", "bf16", "bf16_channels_last", "bf16_summed"])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")

@@ -56,7 +56,8 @@ def _resolve(path: Path) -> Path:
 @click.option(
     "--min-height",
     type=float,
-    help="Reference heights <= this (metres) are left out of AbsRel and δ "
+    help="Threshold (metres) of the extra robust table: AbsRel and δ over references above "
+    "it; the main table uses every reference > 0 as the paper does "
     "(default: the checkpoint config's eval.min_height).",
 )
 @click.option(

@@ -58,6 +58,26 @@ def test_height_metrics_hand_worked() -> None:
     assert r["delta3"] == pytest.approx(100.0)
 
 
+def test_height_metrics_count_near_ground_references_as_the_paper_does() -> None:
+    """The paper's AbR counts every reference > 0; the robust variant drops y <= min_height."""
+    y = np.array([0.02, 0.1, 4.0, 0.0])
+    p = np.array([0.5, 0.1, 5.0, 0.3])
+    m = HeightMetrics(min_height=0.5)
+    m.update(p, y)
+    r = m.compute()
+    # paper: y > 0 -> |0.48|/0.02 = 24, 0, 1/4 -> mean 8.0833; ratios 25, 1, 1.25
+    assert r["pixels_positive"] == 3
+    assert r["AbsRel"] == pytest.approx((24 + 0 + 0.25) / 3)
+    assert r["delta1"] == pytest.approx(100 / 3)  # 1.25 is not < 1.25
+    assert r["delta2"] == pytest.approx(200 / 3)
+    # robust: only 4.0 m
+    assert r["pixels_positive_robust"] == 1
+    assert r["AbsRel_robust"] == pytest.approx(0.25)
+    assert r["delta1_robust"] == pytest.approx(0.0)
+    assert r["delta2_robust"] == pytest.approx(100.0)
+    assert r["RMSE"] == pytest.approx(math.sqrt((0.48**2 + 0 + 1 + 0.09) / 4))
+
+
 def test_height_metrics_nonpositive_prediction_fails_delta_and_nodata() -> None:
     m = HeightMetrics(nodata=-9999.0)
     m.update(np.array([-1.0, 3.0, 1.0]), np.array([3.0, 3.0, -9999.0]))

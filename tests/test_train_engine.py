@@ -230,6 +230,9 @@ def test_cli_resume(tmp_path, monkeypatch):
         ("data.datasets.0.colour=red", "Unknown config key 'data.datasets[0].colour'"),
         ("model.output_stride=8.5", "'model.output_stride' must be int"),
         ("trainer.max_steps=0", "'trainer.max_steps' must be positive"),
+        ("trainer.precision=bf16-true", "cannot hold the adversarial gradients"),
+        ("trainer.precision=64", "'trainer.precision' must be one of"),
+        ("data.scale_range=[2.0,0.5]", "'data.scale_range' must be null or two positive"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, capsys, override, message):
@@ -288,3 +291,25 @@ def test_shipped_isprs_configs_are_the_paper_setting():
         sub = load_config(path)
         assert sub.data.datasets == cfg.data.datasets
         assert path.stem.removeprefix("isprs_").startswith(sub.method)
+
+
+def test_runs_log_adversarial_diagnostics_and_decay_the_discriminator_lr(semimtl_runs):
+    """Encoder gradient norm of every G term, D accuracies, D's poly lr (AdaptSegNet)."""
+    root, full, _, _ = semimtl_runs
+    rows = list(csv.DictReader(open(next((root / "full").glob("logs/version_*/metrics.csv")))))
+    columns = set(rows[0])
+    for term in ("a/seg/sup", "a/seg/intra", "a/height/inter", "b/height/sup",
+                 "b/height/intra", "b/seg/inter"):
+        values = [float(r[f"train/grad_norm/{term}"]) for r in rows
+                  if r.get(f"train/grad_norm/{term}")]
+        assert len(values) == 4 and all(v > 0 for v in values), term  # log_every = 1
+    for key in ("a/seg/acc_gt", "a/seg/acc_pred", "a/seg/acc_domain", "b/seg/acc_domain",
+                "b/height/acc_gt", "a/height/acc_domain"):
+        values = [float(r[f"train/D_acc/{key}"]) for r in rows if r.get(f"train/D_acc/{key}")]
+        assert values and all(0.0 <= v <= 1.0 for v in values), key
+    assert "train/D_acc/b/seg/acc_gt" not in columns  # no seg labels on b: no GT seg for D
+    lr_d = [float(r["lr_d"]) for r in rows if r.get("lr_d")]
+    assert lr_d[-1] == pytest.approx(1e-4 * (1 - 4 / 4) ** 0.9 + 0.0, abs=1e-12)
+    assert lr_d[0] == pytest.approx(1e-4 * (1 - 1 / 4) ** 0.9)
+    ckpt = torch.load(full.checkpoint, weights_only=False)
+    assert len(ckpt["lr_schedulers"]) == 2 and ckpt["lr_schedulers"][1]["last_epoch"] == 4

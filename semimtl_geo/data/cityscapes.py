@@ -121,7 +121,7 @@ class Cityscapes(StreetViewDataset):
         tasks: labels to load: ``"seg"`` (needs ``gtFine``), ``"height"`` (needs
             ``disparity`` and ``camera``).
         cities: optional subset of city folder names.
-        size, crop_size, flip, depth_target, depth_scale, max_depth, mean, std: see
+        size, crop_size, flip, depth_target, depth_scale, max_depth, mean, std, scale_range: see
             :class:`~semimtl_geo.data.streetview_base.StreetViewDataset`.
 
     Raises:
@@ -143,9 +143,10 @@ class Cityscapes(StreetViewDataset):
         max_depth: float | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        scale_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__(tasks, size, crop_size, flip, depth_target, depth_scale, max_depth,
-                         mean, std)
+                         mean, std, scale_range=scale_range)
         self.root = check_root_and_split("Cityscapes", root, split, SPLITS)
         self.split = split
         if split == "train_extra" and "seg" in self.tasks:

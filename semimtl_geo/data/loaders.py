@@ -37,6 +37,7 @@ from semimtl_geo.data import isprs
 from semimtl_geo.data.datasets import make_isprs_geodataset
 from semimtl_geo.data.prepare import read_manifest_file
 from semimtl_geo.data.samplers import (
+    CropQuery,
     GeoSlice,
     PatchWindow,
     RandomTileCropSampler,
@@ -269,18 +270,49 @@ class NormalisedSamples(Dataset):
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.keys = [TASK_KEYS[t] for t in tasks]
 
-    def __getitem__(self, query: GeoSlice | tuple[GeoSlice, int]) -> dict[str, torch.Tensor]:
-        aug = 0
-        if len(query) == 2 and isinstance(query[1], int):
-            query, aug = query  # type: ignore[misc]
+    def __getitem__(self, query: GeoSlice | CropQuery) -> dict[str, torch.Tensor]:
+        aug, size = 0, None
+        if isinstance(query, CropQuery):
+            query, aug, size = query.geoslice, query.aug, query.size
         s = self.geo[query]
-        image = (s["image"].float() / 255.0 - self.mean) / self.std
+        image = s["image"].float()
+        mask = s["mask"].long() if "mask" in self.keys else None
+        height = s["height"].float() if "height" in self.keys else None
+        if size is not None and tuple(image.shape[-2:]) != (size, size):
+            image, mask, height = rescale_crop(image, mask, height, size)
+        image = (image / 255.0 - self.mean) / self.std
         out = {"image": dihedral(image, aug).contiguous()}
-        if "mask" in self.keys:
-            out["mask"] = dihedral(s["mask"].long(), aug).contiguous()
-        if "height" in self.keys:
-            out["height"] = dihedral(s["height"].float(), aug).contiguous()
+        if mask is not None:
+            out["mask"] = dihedral(mask, aug).contiguous()
+        if height is not None:
+            out["height"] = dihedral(height, aug).contiguous()
         return out
+
+
+def rescale_crop(
+    image: torch.Tensor, mask: torch.Tensor | None, height: torch.Tensor | None, size: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Resize a randomly scaled crop to ``size`` x ``size`` (the paper's scale augmentation).
+
+    The image is resampled bilinearly (antialiased when shrinking); class labels and
+    heights by nearest neighbour, so no class is invented at boundaries and no-data
+    (NaN) heights stay no-data. Heights keep their values: an nDSM's heights do not
+    change with the ground sampling distance.
+    """
+    img = _resize(image, size, "bilinear")
+    mask = None if mask is None else _resize(mask.float(), size, "nearest-exact").long()
+    height = None if height is None else _resize(height, size, "nearest-exact")
+    return img, mask, height
+
+
+def _resize(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Resize the last two axes of ``t`` (any leading axes) to ``size`` x ``size``."""
+    lead = t.shape[:-2]
+    flat = t.reshape(1, -1, *t.shape[-2:])
+    kwargs: dict = {"align_corners": False, "antialias": t.shape[-1] > size} \
+        if mode == "bilinear" else {}
+    out = torch.nn.functional.interpolate(flat, size=(size, size), mode=mode, **kwargs)
+    return out.reshape(*lead, size, size)
 
 
 def isprs_geodataset(prepared_root: str | Path, dataset: str, split: str = "train",
@@ -340,6 +372,7 @@ def make_isprs_train_loader(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     augment: bool = True,
+    scale_range: Sequence[float] | None = None,
 ) -> DataLoader:
     """Random-crop training batches of one prepared ISPRS dataset.
 
@@ -361,6 +394,9 @@ def make_isprs_train_loader(
         mean: per-band mean on pixel/255 scale (default: the manifest's train statistics).
         std: per-band std on pixel/255 scale (default: the manifest's).
         augment: random flips/rot90.
+        scale_range: ``(low, high)`` random scale factors (PSPNet augmentation, the
+            paper's [65]): a window of ``crop_size / s`` px is read and resized to
+            ``crop_size``; ``None`` = no scaling.
 
     Returns:
         A DataLoader yielding ``{"image": float32 BxCxHxW, "mask": int64 BxHxW,
@@ -375,6 +411,7 @@ def make_isprs_train_loader(
         sampler = RandomTileCropSampler(
             [r.grid() for r in records], crop_size=crop_size,
             length=samples_per_epoch or DEFAULT_SAMPLES_PER_EPOCH, seed=seed, augment=augment,
+            scale_range=scale_range,
         )
     except ValueError as exc:
         raise UserError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from affine import Affine
@@ -111,25 +112,43 @@ class TileGridSampler(Sampler[GeoSlice]):
         return grid_count(width, patch_size, s) * grid_count(height, patch_size, s)
 
 
-class RandomTileCropSampler(Sampler[tuple[GeoSlice, int]]):
+class CropQuery(NamedTuple):
+    """One training crop: the window to read, its flip/rot90 code, and the output size.
+
+    ``size`` differs from the window's side when the crop is randomly scaled: the window
+    is read at its own size and resized to ``size`` (scale = size / window side).
+    """
+
+    geoslice: GeoSlice
+    aug: int
+    size: int
+
+
+class RandomTileCropSampler(Sampler[CropQuery]):
     """Random crops inside single tiles, for training.
 
     Tiles are drawn with probability proportional to their number of crop positions;
-    crops are pixel-aligned on the tile grid so reads never resample. Each item is
-    ``(geoslice, aug)`` where ``aug`` in 0..7 encodes a flip/rot90 (dihedral) transform
-    chosen by the same seeded generator, so batches are reproducible for any worker count.
+    crops are pixel-aligned on the tile grid. Each item is a :class:`CropQuery`: ``aug``
+    in 0..7 encodes a flip/rot90 (dihedral) transform and, with ``scale_range``, the
+    window side is ``crop_size / s`` for a scale ``s`` drawn uniformly from the range
+    (PSPNet's random scaling, the paper's "augmentation following [65]"; the window is
+    resized to ``crop_size`` when read, and clipped to the tile when ``s`` is small).
+    Everything is drawn by the same seeded generator, so batches are reproducible for
+    any worker count.
 
     Args:
         tiles: the tiles to crop from; tiles smaller than the crop are skipped.
-        crop_size: crop side in pixels.
+        crop_size: crop side in pixels (after scaling).
         length: crops per epoch (iteration restarts with a new stream each epoch).
         seed: seed of the crop stream (epoch ``e`` uses ``seed + e``).
         augment: draw an augmentation code (else always 0 = identity).
+        scale_range: ``(low, high)`` scale factors, or ``None`` for no scaling.
 
     """
 
     def __init__(self, tiles: Sequence[TileGrid], crop_size: int = 384, length: int = 1000,
-                 seed: int = 0, augment: bool = True):
+                 seed: int = 0, augment: bool = True,
+                 scale_range: Sequence[float] | None = None):
         self.tiles = [t for t in tiles if t.width >= crop_size and t.height >= crop_size]
         if not self.tiles:
             sizes = ", ".join(f"{t.tile_id} {t.width}x{t.height}" for t in tiles[:5])
@@ -138,6 +157,8 @@ class RandomTileCropSampler(Sampler[tuple[GeoSlice, int]]):
         self.length = int(length)
         self.seed = seed
         self.augment = augment
+        self.scale_range = None if scale_range is None else (
+            float(scale_range[0]), float(scale_range[1]))
         self.epoch = 0
         weights = [(t.width - crop_size + 1) * (t.height - crop_size + 1) for t in self.tiles]
         self.weights = torch.tensor(weights, dtype=torch.float64)
@@ -147,20 +168,27 @@ class RandomTileCropSampler(Sampler[tuple[GeoSlice, int]]):
         self.epoch = epoch
 
     def sample_windows(self, n: int, generator: torch.Generator) -> list[tuple[PatchWindow, int]]:
-        """Draw ``n`` crop windows and augmentation codes."""
+        """Draw ``n`` crop windows (side ``crop_size / scale``) and augmentation codes."""
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
         aug = torch.randint(0, 8, (n,), generator=generator)
+        scales = None
+        if self.scale_range is not None:
+            low, high = self.scale_range
+            scales = low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
         out = []
         for i in range(n):
             t = self.tiles[int(idx[i])]
-            row = int(u[i, 0] * (t.height - self.crop_size + 1))
-            col = int(u[i, 1] * (t.width - self.crop_size + 1))
-            w = window(t, row, col, self.crop_size, self.crop_size)
+            side = self.crop_size
+            if scales is not None:
+                side = min(max(1, round(self.crop_size / float(scales[i]))), t.width, t.height)
+            row = int(u[i, 0] * (t.height - side + 1))
+            col = int(u[i, 1] * (t.width - side + 1))
+            w = window(t, row, col, side, side)
             out.append((w, int(aug[i]) if self.augment else 0))
         return out
 
-    def __iter__(self) -> Iterator[tuple[GeoSlice, int]]:
+    def __iter__(self) -> Iterator[CropQuery]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         chunk = 1024
@@ -168,7 +196,7 @@ class RandomTileCropSampler(Sampler[tuple[GeoSlice, int]]):
         while done < self.length:
             n = min(chunk, self.length - done)
             for w, a in self.sample_windows(n, g):
-                yield w.geoslice(), a
+                yield CropQuery(w.geoslice(), a, self.crop_size)
             done += n
 
     def __len__(self) -> int:

@@ -226,6 +226,11 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
         size: (rows, cols) every frame is resized to first; ``None`` keeps the native size.
         crop_size: random crop (int or (rows, cols)) applied after resizing; ``None`` = none.
         flip: random horizontal flips (p = 0.5).
+        scale_range: ``(low, high)``: each random crop covers ``crop_size / s`` px of the
+            resized frame for a scale ``s`` drawn uniformly from the range and is resized
+            to ``crop_size`` (PSPNet's random scaling, the paper's augmentation "following
+            [65]"; image bilinear, labels and depth nearest, depth values unchanged);
+            ``None`` = no scaling. Needs ``crop_size``.
         depth_target: ``"depth"`` or ``"inverse_depth"`` (see :func:`depth_to_target`).
         depth_scale: metres per target unit.
         max_depth: depths beyond this many metres are treated as unknown (``None`` keeps all).
@@ -250,6 +255,7 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
         max_depth: float | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        scale_range: Sequence[float] | None = None,
     ) -> None:
         tasks = tuple(tasks)
         unknown = [t for t in tasks if t not in ("seg", "height")]
@@ -265,6 +271,8 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
         self.size = _pair(size)
         self.crop_size = _pair(crop_size)
         self.flip = bool(flip)
+        self.scale_range = None if scale_range is None else (
+            float(scale_range[0]), float(scale_range[1]))
         self.depth_target: DepthTarget = depth_target
         self.depth_scale = float(depth_scale)
         self.max_depth = max_depth
@@ -326,13 +334,23 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
                     f"Crop size {ch}x{cw} is larger than the {h}x{w} frames; "
                     "lower crop_size or raise size."
                 )
-            top = int(rng.integers(0, h - ch + 1))
-            left = int(rng.integers(0, w - cw + 1))
-            window = (slice(top, top + ch), slice(left, left + cw))
+            wh, ww = ch, cw
+            if self.scale_range is not None:
+                scale = float(rng.uniform(*self.scale_range))
+                wh = min(h, max(1, round(ch / scale)))
+                ww = min(w, max(1, round(cw / scale)))
+            top = int(rng.integers(0, h - wh + 1))
+            left = int(rng.integers(0, w - ww + 1))
+            window = (slice(top, top + wh), slice(left, left + ww))
             image = image[window]
             mask = None if mask is None else mask[window]
             depth = None if depth is None else depth[window]
             sky = None if sky is None else sky[window]
+            if (wh, ww) != (ch, cw):
+                image = bilinear_resize_rgb(np.ascontiguousarray(image), (ch, cw))
+                mask = None if mask is None else nearest_resize(mask, (ch, cw))
+                depth = None if depth is None else nearest_resize(depth, (ch, cw))
+                sky = None if sky is None else nearest_resize(sky, (ch, cw))
         height = None
         if depth is not None:
             height = depth_to_target(depth, self.depth_target, self.depth_scale, sky)

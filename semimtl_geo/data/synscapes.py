@@ -101,9 +101,10 @@ class Synscapes(StreetViewDataset):
         max_depth: float | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        scale_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__(tasks, size, crop_size, flip, depth_target, depth_scale, max_depth,
-                         mean, std)
+                         mean, std, scale_range=scale_range)
         self.root = check_root_and_split("Synscapes", root, split, SPLITS)
         self.split = split
         self.rgb_dir = require_folder(self.root / "img" / "rgb", "Synscapes img/rgb", _HINT)

@@ -29,6 +29,7 @@ from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.errors import UserError
 from semimtl_geo.losses import INTER_MODES
 
+PRECISIONS: tuple[str, ...] = ("auto", "32-true", "bf16-mixed", "16-mixed")
 Method = Literal["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]
 METHODS: tuple[str, ...] = get_args(Method)
 BASE_KEY = "_base_"
@@ -66,20 +67,35 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Training data: datasets, crop size and per-dataset mini-batch size."""
+    """Training data: datasets, crop size, per-dataset mini-batch size, augmentation.
+
+    Augmentation follows PSPNet [65] as the paper does (section 4.1): every crop is
+    randomly scaled by a factor drawn uniformly from ``scale_range`` (0.5-2.0; ``null``
+    = no scaling) and, with ``augment``, flipped (ISPRS tiles: one of the 8 flips and
+    90-degree rotations, since aerial views have no up; street views: horizontal flips).
+    """
 
     datasets: list[DatasetConfig] = field(default_factory=list)
     crop_size: int = 384
     batch_size: int = 4
     num_workers: int = 2
     augment: bool = True
+    scale_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
     mean: list[float] | None = None
     std: list[float] | None = None
 
 
 @dataclass
 class OptimConfig:
-    """Optimisers of section 4.1 (same for every method)."""
+    """Optimisers of section 4.1 (same for every method).
+
+    Attributes:
+        d_poly_power: poly decay of the discriminators' learning rate over
+            ``trainer.max_steps``, as AdaptSegNet [56] (whose discriminator the paper
+            builds on) decays it with the generator's power 0.9; ``null`` keeps
+            ``d_lr`` constant.
+
+    """
 
     lr: float = 0.01
     momentum: float = 0.9
@@ -87,6 +103,7 @@ class OptimConfig:
     poly_power: float = 0.9
     d_lr: float = 1e-4
     d_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    d_poly_power: float | None = 0.9
 
 
 @dataclass
@@ -120,7 +137,14 @@ class TrainerConfig:
             G step and one D step, Algorithm 1).
         steps_per_epoch: iterations between checkpoints; data loaders are rebuilt with a
             new seed each epoch, so resuming from a checkpoint is exact.
-        precision: ``auto`` = bf16 autocast on GPU, fp32 on CPU; or any Lightning value.
+        precision: ``auto`` = bf16 autocast on GPU, fp32 on CPU; ``32-true``,
+            ``bf16-mixed`` or ``16-mixed``. Mixed precision backpropagates the
+            adversarial terms separately (:mod:`semimtl_geo.training.backward`);
+            ``*-true`` half precisions are refused: their half-precision parameter
+            gradients cannot hold terms 1e-4 below the supervised loss.
+        grad_diagnostics: on every logging step (``log_every``), backpropagate each
+            loss term on its own and log its gradient norm at the encoder
+            (``train/grad_norm/...``); warns when an adversarial term's is zero.
         preview_every: iterations between PNG previews (0 = never).
         cpu_threads: torch intra-op threads (``None`` = torch's default); 1 is fastest on a
             CPU shared with other jobs, where threads otherwise thrash.
@@ -139,6 +163,7 @@ class TrainerConfig:
     precision: str = "auto"
     channels_last: bool = False
     log_every: int = 10
+    grad_diagnostics: bool = True
     preview_every: int = 500
     progress_bar: bool = True
     cpu_threads: int | None = None
@@ -149,10 +174,11 @@ class EvalConfig:
     """Full-tile sliding-window evaluation settings (used by ``semimtl-geo evaluate``).
 
     Attributes:
-        min_height: reference heights (metres) at or below it are left out of AbsRel and
-            delta_i, which divide by the reference: on an nDSM, ground pixels (0 m, or a
-            few mm after resampling) would make AbsRel explode. RMSE uses every valid
-            pixel. Use 0 for depth, which is always positive.
+        min_height: threshold (metres) of the *robust* height metrics, reported in a
+            separate, labelled table: AbsRel and delta_i over references above it. The
+            paper's AbsRel and delta_i (following Eigen et al.) count every valid
+            reference > 0, ground pixels a few mm high included, which is why its AbR
+            values are 1.3-6.9; that is the main table. RMSE uses every valid pixel.
 
     """
 
@@ -438,6 +464,25 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"Config key '{key}' must be positive, got {value}.")
     if not 0 <= cfg.eval.overlap < 1:
         raise UserError(f"Config key 'eval.overlap' must be in [0, 1), got {cfg.eval.overlap}.")
+    if cfg.trainer.precision not in PRECISIONS:
+        why = (
+            " (half-precision parameters cannot hold the adversarial gradients, 1e-4 of the "
+            "supervised ones; use bf16-mixed)"
+            if "true" in cfg.trainer.precision and cfg.trainer.precision != "32-true"
+            else ""
+        )
+        raise UserError(
+            f"Config key 'trainer.precision' must be one of {', '.join(PRECISIONS)}, got "
+            f"{cfg.trainer.precision!r}{why}."
+        )
+    scales = cfg.data.scale_range
+    if scales is not None and (len(scales) != 2 or not 0 < scales[0] <= scales[1]):
+        raise UserError(
+            f"Config key 'data.scale_range' must be null or two positive numbers [low, high] "
+            f"with low <= high, e.g. [0.5, 2.0]; got {scales}."
+        )
+    if cfg.optim.d_poly_power is not None and cfg.optim.d_poly_power < 0:
+        raise UserError("Config key 'optim.d_poly_power' must be null or >= 0.")
     if len(cfg.optim.d_betas) != 2:
         raise UserError("Config key 'optim.d_betas' must hold two numbers, e.g. [0.9, 0.99].")
     for key in ("mean", "std"):

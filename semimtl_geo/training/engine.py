@@ -50,12 +50,13 @@ from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_f
 from semimtl_geo.errors import UserError
 from semimtl_geo.model_card import write_checkpoint_card
 from semimtl_geo.models import Discriminator, MultiTaskNet
+from semimtl_geo.training.backward import WeightedTerm, backward_terms
 from semimtl_geo.training.config import TrainConfig, save_config
 from semimtl_geo.training.methods import (
     MethodPlan,
     check_batch,
     discriminator_losses,
-    generator_losses,
+    generator_terms,
     plan_method,
 )
 from semimtl_geo.training.preview import PreviewRow, save_preview
@@ -233,11 +234,24 @@ class SemiMTLModule(pl.LightningModule):
             )
         return opt_g, opt_d, sched
 
+    def build_d_scheduler(self, opt_d: torch.optim.Optimizer) -> Any:
+        """Poly decay of the discriminators' learning rate (AdaptSegNet [56]), or None."""
+        power = self.cfg.optim.d_poly_power
+        if power is None:
+            return None
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt_d, poly_lambda(self.cfg.trainer.max_steps, power)
+        )
+
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's flexible return type
-        """Lightning hook: optimisers and the (manually stepped) poly schedule."""
+        """Lightning hook: optimisers and the (manually stepped) poly schedules."""
         opt_g, opt_d, sched = self.build_optimizers()
         opts = [opt_g] + ([opt_d] if opt_d is not None else [])
-        return opts, [{"scheduler": sched, "interval": "step"}]
+        scheds = [{"scheduler": sched, "interval": "step"}]
+        d_sched = self.build_d_scheduler(opt_d) if opt_d is not None else None
+        if d_sched is not None:
+            scheds.append({"scheduler": d_sched, "interval": "step"})
+        return opts, scheds
 
     # -- data ---------------------------------------------------------------
     def _num_batches(self, epoch: int) -> int:
@@ -261,6 +275,9 @@ class SemiMTLModule(pl.LightningModule):
                 mean=list(self.meta.mean),
                 std=list(self.meta.std),
                 augment=self.cfg.data.augment,
+                scale_range=None
+                if self.cfg.data.scale_range is None
+                else (self.cfg.data.scale_range[0], self.cfg.data.scale_range[1]),
             )
             loaders[role.name] = get_kind(spec.kind).train_loader(spec, request)
         return ZippedLoaders(loaders)
@@ -280,38 +297,93 @@ class SemiMTLModule(pl.LightningModule):
         batches: dict[str, dict[str, torch.Tensor]],
         opt_g: Any,
         backward: Any = None,
+        diagnostics: bool = False,
     ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
         """Algorithm 1, G part: D frozen, one step on the sum over datasets.
 
+        The objective's terms are backpropagated by
+        :func:`~semimtl_geo.training.backward.backward_terms`: one pass in fp32; under
+        autocast (bf16/fp16 mixed precision) one pass per group of similar weight, so the
+        1e-3/1e-4-weighted adversarial terms reach the fp32 parameter gradients instead of
+        being rounded away in the activations' gradients. With ``diagnostics`` every term
+        is backpropagated on its own and its gradient norm at the encoder is returned as
+        ``grad_norm/<dataset>/<task>/<term>``.
+
         Returns the logged loss terms and the detached predictions per dataset.
         """
-        backward = backward or (lambda loss: loss.backward())
+        backward = backward or (lambda loss, **kw: loss.backward(**kw))
         set_requires_grad(self.discriminators, False)
         set_requires_grad(self.generator, True)
         self.generator.train()
         self.discriminators.eval()  # frozen: no spectral-norm power iteration either
-        terms: dict[str, torch.Tensor] = {}
+        logged: dict[str, torch.Tensor] = {}
         predictions: dict[str, dict[str, torch.Tensor]] = {}
-        total = None
+        terms: list[WeightedTerm] = []
+        mixed = False
         for role in self.plan.datasets:
             batch = self._prepare(role.name, batches[role.name])
             check_batch(role, batch)
-            outputs = self.generator(batch["image"])
-            parts = generator_losses(
+            image = batch["image"]
+            mixed = mixed or torch.is_autocast_enabled(image.device.type)
+            outputs = self.generator(image)
+            for term in generator_terms(
                 self.plan, role, outputs, batch, self.discriminators, self.cfg.loss
-            )
-            for key, value in parts.items():
-                terms[f"{role.name}/{key}"] = value.detach()
-                total = value if total is None else total + value
+            ):
+                named = WeightedTerm(
+                    f"{role.name}/{term.name}", term.weight, term.value, term.adversarial,
+                    graph=role.name,
+                )
+                terms.append(named)
+                logged[named.name] = named.weighted.detach()
             predictions[role.name] = {t: outputs[t].detach() for t in role.tasks}
-        assert total is not None  # every plan has a supervised term
-        terms["loss_g"] = total.detach()
+        assert terms  # every plan has a supervised term
+        total = terms[0].weighted.detach()
+        for term in terms[1:]:
+            total = total + term.weighted.detach()
+        logged["loss_g"] = total
         opt_g.zero_grad(set_to_none=True)
-        backward(total)
+        norms = backward_terms(
+            terms,
+            [p for p in self.generator.parameters() if p.requires_grad],
+            backward,
+            split=mixed,
+            per_term=diagnostics,
+            measure=list(self.generator.encoder.parameters()) if diagnostics else (),
+            grad_scale=self._grad_scale(),
+        )
+        if diagnostics:
+            self._check_adversarial_gradients(terms, norms)
+            for name, norm in norms.items():
+                logged[f"grad_norm/{name}"] = torch.tensor(norm)
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)  # free the memory before the D step
         set_requires_grad(self.discriminators, True)
-        return terms, predictions
+        return logged, predictions
+
+    def _grad_scale(self) -> float:
+        """Return the float16 GradScaler's current loss scale (1 without one)."""
+        plugin = getattr(self._trainer, "precision_plugin", None) if self._trainer else None
+        scaler = getattr(plugin, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None else 1.0
+
+    def _check_adversarial_gradients(
+        self, terms: list[WeightedTerm], norms: dict[str, float]
+    ) -> None:
+        """Warn once per term when an adversarial term sends no (or a non-finite) gradient."""
+        warned = self.__dict__.setdefault("_warned_terms", set())
+        for term in terms:
+            norm = norms.get(term.name)
+            if not term.adversarial or norm is None or term.name in warned:
+                continue
+            if norm == 0 or not math.isfinite(norm):
+                warned.add(term.name)
+                warnings.warn(
+                    f"The adversarial term '{term.name}' sends a gradient of norm {norm} to "
+                    "the encoder: adversarial learning is not reaching the generator "
+                    "(check the precision, the lambda values and the discriminator).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def discriminator_step(
         self,
@@ -331,6 +403,7 @@ class SemiMTLModule(pl.LightningModule):
         total = None
         for role in self.plan.datasets:
             batch = self._prepare(role.name, batches[role.name])
+            accuracies: dict[str, torch.Tensor] = {}
             parts = discriminator_losses(
                 self.plan,
                 role,
@@ -339,10 +412,13 @@ class SemiMTLModule(pl.LightningModule):
                 self.discriminators,
                 self.num_classes,
                 self.cfg.loss,
+                accuracies=accuracies,
             )
             for key, value in parts.items():
                 terms[f"{role.name}/D_{key}"] = value.detach()
                 total = value if total is None else total + value
+            for key, value in accuracies.items():
+                terms[f"D_acc/{role.name}/{key}"] = value
         if total is not None:
             terms["loss_d"] = total.detach()
             opt_d.zero_grad(set_to_none=True)
@@ -351,6 +427,11 @@ class SemiMTLModule(pl.LightningModule):
             opt_d.zero_grad(set_to_none=True)
         set_requires_grad(self.generator, True)
         return terms
+
+    def is_diagnostic(self, iteration: int) -> bool:
+        """Whether this iteration measures every term's encoder gradient (logging steps)."""
+        t = self.cfg.trainer
+        return bool(t.grad_diagnostics) and t.log_every > 0 and (iteration + 1) % t.log_every == 0
 
     def iteration_index(self, batch_idx: int) -> int:
         """0-based iteration number (independent of Lightning's optimiser-step counter)."""
@@ -370,12 +451,20 @@ class SemiMTLModule(pl.LightningModule):
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
         opt_g, opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
-        sched = self.lr_schedulers()
-        terms, preds = self.generator_step(batch, opt_g, self.manual_backward)
+        scheds = self.lr_schedulers()
+        scheds = scheds if isinstance(scheds, list) else [scheds]
+        sched = scheds[0]
+        terms, preds = self.generator_step(
+            batch, opt_g, self.manual_backward, diagnostics=self.is_diagnostic(iteration)
+        )
         sched.step()
         terms.update(self.discriminator_step(batch, preds, opt_d, self.manual_backward))
+        for d_sched in scheds[1:]:  # the discriminators' poly schedule (AdaptSegNet)
+            d_sched.step()
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=False)
         self.log("lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
+        if len(scheds) > 1:
+            self.log("lr_d", scheds[1].get_last_lr()[0], on_step=True, on_epoch=False)
         self.log(
             "loss_g", terms["loss_g"], prog_bar=True, on_step=True, on_epoch=False, logger=False
         )

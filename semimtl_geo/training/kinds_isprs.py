@@ -57,7 +57,7 @@ def describe(spec: Any) -> KindInfo:
 
 
 def train_loader(spec: Any, request: TrainLoaderRequest):  # noqa: ANN201 - a DataLoader
-    """Random in-tile crops (flip/rot90 augmentation), exactly ``request.num_batches``."""
+    """Random in-tile crops (scale, flip/rot90 augmentation), exactly ``request.num_batches``."""
     from semimtl_geo.data.loaders import make_isprs_train_loader
 
     return make_isprs_train_loader(
@@ -73,6 +73,7 @@ def train_loader(spec: Any, request: TrainLoaderRequest):  # noqa: ANN201 - a Da
         mean=request.mean,
         std=request.std,
         augment=request.augment,
+        scale_range=request.scale_range,
     )
 
 

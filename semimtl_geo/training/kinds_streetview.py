@@ -31,7 +31,7 @@ paper's ordered 1K/4K split.
 Depth unit: metres.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,13 @@ def build_dataset(
     flip: bool = False,
     mean: Iterable[float] = IMAGENET_MEAN,
     std: Iterable[float] = IMAGENET_STD,
+    scale_range: Sequence[float] | None = None,
 ) -> StreetViewDataset:
     """Instantiate the dataset of ``spec`` for ``split`` with the labels of ``tasks``."""
     opts = _options(spec)
     tasks = tuple(t for t in ("seg", "height") if t in set(tasks))
-    kw = dict(_common(opts), crop_size=crop_size, flip=flip, mean=tuple(mean), std=tuple(std))
+    kw = dict(_common(opts), crop_size=crop_size, flip=flip, mean=tuple(mean), std=tuple(std),
+              scale_range=scale_range)
     if spec.kind == "synscapes":
         return Synscapes(spec.root, split=split, tasks=tasks, **kw)
     if spec.kind == "cityscapes_extra" and split == "train_extra":
@@ -186,6 +188,7 @@ def _train_loader(spec: DatasetConfig, request: TrainLoaderRequest) -> Iterable[
         flip=request.augment,
         mean=request.mean,
         std=request.std,
+        scale_range=request.scale_range,
     )
     samples = _EpochSamples(ds, request.num_batches * request.batch_size, request.seed)
     return DataLoader(

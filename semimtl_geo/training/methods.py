@@ -48,6 +48,7 @@ from semimtl_geo.losses import (
     segmentation_loss,
 )
 from semimtl_geo.models.multitask import TASKS
+from semimtl_geo.training.backward import WeightedTerm
 
 if TYPE_CHECKING:
     from semimtl_geo.training.config import LossConfig, TrainConfig
@@ -188,6 +189,17 @@ def prediction_to_d(task: str, pred: torch.Tensor) -> torch.Tensor:
     return seg_to_discriminator_input(pred) if task == "seg" else pred.float()
 
 
+def discriminate(disc: nn.Module, d_input: torch.Tensor) -> torch.Tensor:
+    """Run a discriminator in fp32, outside any autocast region.
+
+    The adversarial path is the small one (eqs. 3-8 weigh 1e-3/1e-4): computing D and its
+    gradient w.r.t. the prediction in fp32 keeps bf16/fp16 rounding out of the signal
+    the generator receives, for the cost of the (small) discriminator alone.
+    """
+    with torch.autocast(d_input.device.type, enabled=False):
+        return disc(d_input.float())
+
+
 def target_to_d(
     task: str, target: torch.Tensor, num_classes: int, height_fill: float
 ) -> torch.Tensor:
@@ -209,6 +221,61 @@ def height_target(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
 # ------------------------------------------------------------------- objectives
 
 
+def generator_terms(
+    plan: MethodPlan,
+    role: DatasetRole,
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    discriminators: Mapping[str, nn.Module],
+    loss_cfg: "LossConfig",
+) -> list[WeightedTerm]:
+    """Return the unweighted generator terms of one mini-batch (``L_G^t`` of Algorithm 1).
+
+    Each :class:`~semimtl_geo.training.backward.WeightedTerm` carries its weight
+    (``w_t`` of eq. 1 or a ``lambda`` of eq. 7) separately, so that the engine can
+    backpropagate the small adversarial terms without losing them to mixed precision.
+    ``sum(t.weight * t.value)`` is this dataset's contribution to eq. 9. Discriminators
+    must be frozen by the caller (they only pass gradients back).
+    """
+    terms: list[WeightedTerm] = []
+    for task in role.labelled:
+        if task == "seg":
+            value = segmentation_loss(outputs["seg"], batch["mask"])
+            terms.append(WeightedTerm(f"{task}/sup", loss_cfg.w_seg, value))
+        else:
+            value = berhu_loss(
+                outputs["height"][:, 0], height_target(batch), threshold_ratio=loss_cfg.berhu_ratio
+            )
+            terms.append(WeightedTerm(f"{task}/sup", loss_cfg.w_height, value))
+    if plan.discriminator == "none":
+        return terms
+    for task in role.tasks:
+        labelled = task in role.labelled
+        logits = discriminate(discriminators[task], prediction_to_d(task, outputs[task]))
+        if plan.discriminator == "domain":
+            if labelled:
+                terms.append(
+                    WeightedTerm(f"{task}/intra", loss_cfg.lambda_intra, intra_loss(logits), True)
+                )
+            else:
+                value = inter_loss(
+                    logits,
+                    plan.mode,
+                    own_domain=role.domain,
+                    labelled_domain=plan.labelled_domain[task],
+                )
+                terms.append(WeightedTerm(f"{task}/inter", loss_cfg.lambda_inter, value, True))
+        elif plan.method == "semisd":
+            weight = loss_cfg.lambda_intra if labelled else loss_cfg.lambda_inter
+            name = "intra" if labelled else "inter"
+            value = binary_adversarial_loss(logits, is_real=True)
+            terms.append(WeightedTerm(f"{task}/{name}", weight, value, True))
+        elif not labelled:  # DA: only target predictions are pushed toward the source
+            value = binary_adversarial_loss(logits, is_real=True)
+            terms.append(WeightedTerm(f"{task}/adv", loss_cfg.lambda_da, value, True))
+    return terms
+
+
 def generator_losses(
     plan: MethodPlan,
     role: DatasetRole,
@@ -217,43 +284,15 @@ def generator_losses(
     discriminators: Mapping[str, nn.Module],
     loss_cfg: "LossConfig",
 ) -> dict[str, torch.Tensor]:
-    """Compute the generator terms of one mini-batch (the ``L_G^t`` lines of Algorithm 1).
+    """Compute the generator terms of one mini-batch, already weighted, by name.
 
-    Returns named, already weighted terms whose sum is this dataset's contribution to
-    eq. 9. Discriminators must be frozen by the caller (they only pass gradients back).
+    The sum of the values is this dataset's contribution to eq. 9 (see
+    :func:`generator_terms` for the unweighted terms the engine backpropagates).
     """
-    terms: dict[str, torch.Tensor] = {}
-    for task in role.labelled:
-        if task == "seg":
-            terms[f"{task}/sup"] = loss_cfg.w_seg * segmentation_loss(outputs["seg"], batch["mask"])
-        else:
-            terms[f"{task}/sup"] = loss_cfg.w_height * berhu_loss(
-                outputs["height"][:, 0], height_target(batch), threshold_ratio=loss_cfg.berhu_ratio
-            )
-    if plan.discriminator == "none":
-        return terms
-    for task in role.tasks:
-        labelled = task in role.labelled
-        logits = discriminators[task](prediction_to_d(task, outputs[task]))
-        if plan.discriminator == "domain":
-            if labelled:
-                terms[f"{task}/intra"] = loss_cfg.lambda_intra * intra_loss(logits)
-            else:
-                terms[f"{task}/inter"] = loss_cfg.lambda_inter * inter_loss(
-                    logits,
-                    plan.mode,
-                    own_domain=role.domain,
-                    labelled_domain=plan.labelled_domain[task],
-                )
-        elif plan.method == "semisd":
-            weight = loss_cfg.lambda_intra if labelled else loss_cfg.lambda_inter
-            name = "intra" if labelled else "inter"
-            terms[f"{task}/{name}"] = weight * binary_adversarial_loss(logits, is_real=True)
-        elif not labelled:  # DA: only target predictions are pushed toward the source
-            terms[f"{task}/adv"] = loss_cfg.lambda_da * binary_adversarial_loss(
-                logits, is_real=True
-            )
-    return terms
+    return {
+        t.name: t.weighted
+        for t in generator_terms(plan, role, outputs, batch, discriminators, loss_cfg)
+    }
 
 
 def discriminator_losses(
@@ -264,11 +303,13 @@ def discriminator_losses(
     discriminators: Mapping[str, nn.Module],
     num_classes: int,
     loss_cfg: "LossConfig",
+    accuracies: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Discriminator terms ``L_D^{t,k}`` of one dataset's mini-batch (eq. 6).
 
     ``predictions`` are the detached generator outputs of this iteration (the generator
-    is frozen during the D step).
+    is frozen during the D step). When ``accuracies`` is given it receives, per task, the
+    discriminator's pixel accuracies on this batch (:func:`discriminator_accuracies`).
     """
     terms: dict[str, torch.Tensor] = {}
     if plan.discriminator == "none":
@@ -276,20 +317,68 @@ def discriminator_losses(
     for task in role.tasks:
         disc = discriminators[task]
         labelled = task in role.labelled
-        pred_logits = disc(prediction_to_d(task, predictions[task].detach()))
+        pred_logits = discriminate(disc, prediction_to_d(task, predictions[task].detach()))
+        gt_logits = None
+        if labelled and not plan.method.startswith("da"):  # DA's D never sees ground truth
+            gt = target_to_d(task, batch[LABEL_KEY[task]], num_classes, loss_cfg.height_fill)
+            gt_logits = discriminate(disc, gt)
         if plan.discriminator == "domain":
             terms[f"{task}/pred"] = discriminator_loss(pred_logits, role.domain)
-            if labelled:
-                gt = target_to_d(task, batch[LABEL_KEY[task]], num_classes, loss_cfg.height_fill)
-                terms[f"{task}/gt"] = discriminator_loss(disc(gt), 0)
+            if gt_logits is not None:
+                terms[f"{task}/gt"] = discriminator_loss(gt_logits, 0)
         elif plan.method == "semisd":
             terms[f"{task}/pred"] = binary_adversarial_loss(pred_logits, is_real=False)
-            if labelled:
-                gt = target_to_d(task, batch[LABEL_KEY[task]], num_classes, loss_cfg.height_fill)
-                terms[f"{task}/gt"] = binary_adversarial_loss(disc(gt), is_real=True)
+            if gt_logits is not None:
+                terms[f"{task}/gt"] = binary_adversarial_loss(gt_logits, is_real=True)
         else:  # DA: source predictions real, target predictions fake
             terms[f"{task}/pred"] = binary_adversarial_loss(pred_logits, is_real=labelled)
+        if accuracies is not None:
+            for key, value in discriminator_accuracies(
+                plan, role, task, pred_logits.detach(),
+                None if gt_logits is None else gt_logits.detach(),
+            ).items():
+                accuracies[f"{task}/{key}"] = value
     return terms
+
+
+def discriminator_accuracies(
+    plan: MethodPlan,
+    role: DatasetRole,
+    task: str,
+    pred_logits: torch.Tensor,
+    gt_logits: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """Return D_t's pixel accuracies on one dataset's batch (is adversarial learning alive?).
+
+    Domain-aware D (SemiMTL, eq. 2):
+
+    * ``acc_gt``: ground-truth pixels classified as class 0 (ground truth);
+    * ``acc_pred``: this dataset's prediction pixels classified as *not* ground truth;
+    * ``acc_domain``: prediction pixels whose most likely domain among 1..K is this
+      dataset's own ``k`` (domain k vs the others; chance = 1/K).
+
+    Binary D: ``acc_gt`` (ground truth judged real, SemiSD) and ``acc_pred`` (predictions
+    judged fake for SemiSD; for DA, source predictions judged real and target ones fake).
+    Values are fractions in [0, 1].
+    """
+    out: dict[str, torch.Tensor] = {}
+    if plan.discriminator == "domain":
+        pred_class = pred_logits.argmax(dim=1)
+        out["acc_pred"] = (pred_class != 0).float().mean()
+        domain = pred_logits[:, 1:].argmax(dim=1) + 1
+        out["acc_domain"] = (domain == role.domain).float().mean()
+        if gt_logits is not None:
+            out["acc_gt"] = (gt_logits.argmax(dim=1) == 0).float().mean()
+        return out
+    real_pred = pred_logits > 0
+    if plan.method == "semisd":
+        out["acc_pred"] = (~real_pred).float().mean()
+        if gt_logits is not None:
+            out["acc_gt"] = (gt_logits > 0).float().mean()
+    else:
+        labelled = task in role.labelled
+        out["acc_pred"] = (real_pred if labelled else ~real_pred).float().mean()
+    return out
 
 
 def check_batch(role: DatasetRole, batch: Mapping[str, torch.Tensor]) -> None:

@@ -76,6 +76,7 @@ class TrainLoaderRequest:
     mean: list[float]
     std: list[float]
     augment: bool = True
+    scale_range: tuple[float, float] | None = None
 
 
 class EvalSample(NamedTuple):
