@@ -231,7 +231,7 @@ def test_cli_resume(tmp_path, monkeypatch):
         ("model.output_stride=8.5", "'model.output_stride' must be int"),
         ("trainer.max_steps=0", "'trainer.max_steps' must be positive"),
         ("trainer.precision=bf16-true", "cannot hold the adversarial gradients"),
-        ("trainer.precision=64", "'trainer.precision' must be one of"),
+        ("trainer.precision=fp64", "'trainer.precision' must be one of"),
         ("data.scale_range=[2.0,0.5]", "'data.scale_range' must be null or two positive"),
     ],
 )
