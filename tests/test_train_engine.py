@@ -311,5 +311,5 @@ def test_runs_log_adversarial_diagnostics_and_decay_the_discriminator_lr(semimtl
     lr_d = [float(r["lr_d"]) for r in rows if r.get("lr_d")]
     assert lr_d[-1] == pytest.approx(1e-4 * (1 - 4 / 4) ** 0.9 + 0.0, abs=1e-12)
     assert lr_d[0] == pytest.approx(1e-4 * (1 - 1 / 4) ** 0.9)
-    ckpt = torch.load(full.checkpoint, weights_only=False)
+    ckpt = read_checkpoint_file(full.checkpoint)
     assert len(ckpt["lr_schedulers"]) == 2 and ckpt["lr_schedulers"][1]["last_epoch"] == 4
