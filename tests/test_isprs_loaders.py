@@ -134,7 +134,9 @@ def test_random_crops_stay_inside_one_tile(prepared):
     tiles = [r.grid() for r in records]
     sampler = RandomTileCropSampler(tiles, crop_size=100, length=300, seed=0)
     seen = set()
-    for (xs, ys), _ in sampler:
+    for query in sampler:
+        assert query.size == 100
+        xs, ys = query.geoslice
         inside = []
         for t in tiles:
             a = t.affine
