@@ -55,5 +55,7 @@ def _check_report(report: dict, markdown: str) -> None:
                 assert math.isfinite(height[key]) and 0 <= height[key] <= 100, (name, key)
             assert height["delta1"] <= height["delta2"] <= height["delta3"]
             assert height["pixels"] > 0 and height["pixels_positive"] > 0
+    main_tables, _, robust = markdown.partition("robust height metrics")
     for method in ("SemiMTL (M2)", "JTL"):
-        assert markdown.count(f"| {method} |") == 2  # one row per dataset block
+        assert main_tables.count(f"| {method} |") == 2  # one row per dataset block
+        assert f"| {method} |" in robust  # and a robust height row

@@ -143,13 +143,20 @@ def test_height_metrics_valid_mask_min_height_reset_and_tensor_input() -> None:
     m = HeightMetrics(min_height=0.5)
     m.update(p, y, valid=np.array([True, True, True, False]))
     r = m.compute()
-    assert r["pixels"] == 3 and r["pixels_positive"] == 2  # 0.4 <= min_height, 4.0 masked
+    # the paper's AbsRel/δ count every reference > 0 (0.4 included; 4.0 is masked)
+    assert r["pixels"] == 3 and r["pixels_positive"] == 3
     assert r["RMSE"] == pytest.approx(math.sqrt(1 / 3))
-    assert r["AbsRel"] == pytest.approx(0.5)  # (0 + 1) / 2
-    assert (r["delta1"], r["delta2"], r["delta3"]) == pytest.approx((50.0, 50.0, 50.0))
+    assert r["AbsRel"] == pytest.approx(1 / 3, abs=1e-3)  # (0 + 1 + ~0) / 3; 0.4 in bf16
+    assert (r["delta1"], r["delta2"], r["delta3"]) == pytest.approx((200 / 3,) * 3)
+    # the robust variant leaves out 0.4 <= min_height
+    assert r["pixels_positive_robust"] == 2
+    assert r["AbsRel_robust"] == pytest.approx(0.5)  # (0 + 1) / 2
+    assert (r["delta1_robust"], r["delta2_robust"], r["delta3_robust"]) == pytest.approx(
+        (50.0, 50.0, 50.0))
     m.reset()
     r = m.compute()
     assert r["pixels"] == 0 and math.isnan(r["AbsRel"]) and math.isnan(r["delta1"])
+    assert math.isnan(r["AbsRel_robust"]) and r["pixels_positive_robust"] == 0
     # after a reset the accumulator is as good as new
     fresh = HeightMetrics(min_height=0.5)
     for acc in (m, fresh):
