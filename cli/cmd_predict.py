@@ -76,6 +76,10 @@ def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path], list[str]]:
               help="Resample windows to the checkpoint's training GSD when the input differs.")
 @click.option("--preview/--no-preview", default=True, show_default=True,
               help="Write <stem>_preview.png (input, class, height quicklook).")
+@click.option("--confidence", is_flag=True,
+              help="Also write <stem>_confidence.tif: the blended probability of the "
+                   "predicted class in percent (uint8 0-100, nodata 255) with a QML ramp, to "
+                   "mask uncertain areas.")
 def predict_cmd(
     inputs: tuple[str, ...],
     out_dir: Path,
@@ -91,6 +95,7 @@ def predict_cmd(
     vectorize: bool,
     resample: bool,
     preview: bool,
+    confidence: bool,
 ) -> None:
     """Predict classes and heights of rasters, on exactly each input's pixel grid.
 
@@ -144,7 +149,7 @@ def predict_cmd(
                         predictor, path, out_dir, patch_size=patch_size, overlap=overlap,
                         batch_size=batch_size, bands=bands, aoi=aoi, overwrite=overwrite,
                         vectorize=vectorize, resample=resample, preview=preview,
-                        on_windows=bar.update, on_grid=set_total,
+                        on_windows=bar.update, on_grid=set_total, confidence=confidence,
                     )
                 except UserError as exc:
                     tqdm.write(f"Error: {path}: {exc}", file=click.get_text_stream("stderr"))

@@ -1,8 +1,9 @@
 """QGIS 3 layer style sidecars (``.qml``) for the predicted rasters.
 
 QGIS loads ``<name>.qml`` automatically when ``<name>.tif`` is added to a project, so the
-class raster shows with its palette and class names and the height raster with a
-pseudocolour ramp, with no manual styling. The XML follows what QGIS 3 writes for
+class raster shows with its palette and class names, the height raster with a
+pseudocolour ramp and the confidence raster with a red-yellow-green ramp over 0-100 %,
+with no manual styling. The XML follows what QGIS 3 writes for
 "Paletted/Unique values" and "Singleband pseudocolor" renderers (``<qgis><pipe>
 <rasterrenderer type=...>``). These functions are public: the QGIS plugin writes the
 same styles.
@@ -174,3 +175,13 @@ def write_height_qml(
 ) -> Path:
     """Write :func:`height_qml_text` to ``path`` atomically (e.g. ``tile_height.qml``)."""
     return _atomic_write_text(Path(path), height_qml_text(vmin, vmax, unit, cmap))
+
+
+def confidence_qml_text() -> str:
+    """QML of the confidence raster: red (0 %) to yellow to green (100 %)."""
+    return height_qml_text(0.0, 100.0, unit="%", cmap="RdYlGn", stops=11)
+
+
+def write_confidence_qml(path: str | Path) -> Path:
+    """Write :func:`confidence_qml_text` to ``path`` atomically (``tile_confidence.qml``)."""
+    return _atomic_write_text(Path(path), confidence_qml_text())

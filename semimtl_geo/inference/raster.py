@@ -23,12 +23,14 @@ import numpy as np
 from semimtl_geo.errors import UserError
 from semimtl_geo.inference.engine import BlendedRows, run_sliding_windows
 from semimtl_geo.inference.predictor import WindowPredictor
-from semimtl_geo.inference.qml import write_class_qml, write_height_qml
+from semimtl_geo.inference.qml import write_class_qml, write_confidence_qml, write_height_qml
 from semimtl_geo.inference.raster_io import RasterInput, open_input
 from semimtl_geo.inference.windows import make_grid
 from semimtl_geo.inference.writers import (
     OutputRaster,
     class_raster,
+    confidence_raster,
+    confidence_to_file,
     height_raster,
     height_to_file,
 )
@@ -51,17 +53,20 @@ class RasterOutputs:
     height_qml: Path | None = None
     preview: Path | None = None
     vectors: Path | None = None
+    confidence_tif: Path | None = None
+    confidence_qml: Path | None = None
     scale: float = 1.0
     windows: int = 0
 
     def paths(self) -> list[Path]:
         """All written files."""
         return [p for p in (self.class_tif, self.height_tif, self.class_qml, self.height_qml,
-                            self.preview, self.vectors) if p is not None]
+                            self.preview, self.vectors, self.confidence_tif,
+                            self.confidence_qml) if p is not None]
 
 
 def output_paths(
-    out_dir: Path, stem: str, tasks: tuple[str, ...], vectorize: bool
+    out_dir: Path, stem: str, tasks: tuple[str, ...], vectorize: bool, confidence: bool = False
 ) -> dict[str, Path]:
     """Return the final output file names of one input."""
     paths: dict[str, Path] = {"preview": out_dir / f"{stem}_preview.png"}
@@ -70,6 +75,9 @@ def output_paths(
         paths["class_qml"] = out_dir / f"{stem}_class.qml"
         if vectorize:
             paths["vectors"] = out_dir / f"{stem}_classes.gpkg"
+        if confidence:
+            paths["confidence_tif"] = out_dir / f"{stem}_confidence.tif"
+            paths["confidence_qml"] = out_dir / f"{stem}_confidence.qml"
     if "height" in tasks:
         paths["height_tif"] = out_dir / f"{stem}_height.tif"
         paths["height_qml"] = out_dir / f"{stem}_height.qml"
@@ -168,6 +176,7 @@ def predict_raster(
     preview: bool = True,
     on_windows: Callable[[int], None] | None = None,
     on_grid: Callable[[int], None] | None = None,
+    confidence: bool = False,
 ) -> RasterOutputs:
     """Predict one raster and write its outputs on exactly the input grid.
 
@@ -186,6 +195,8 @@ def predict_raster(
         preview: write ``<stem>_preview.png``.
         on_windows: progress callback (windows done).
         on_grid: called once with the number of windows of this raster.
+        confidence: also write ``<stem>_confidence.tif``: the blended probability of
+            the predicted class, uint8 percent 0-100 (nodata 255), with a QML ramp.
 
     Returns:
         The written paths.
@@ -197,7 +208,12 @@ def predict_raster(
     meta = predictor.meta
     input_path = Path(input_path)
     out_dir = Path(out_dir)
-    paths = output_paths(out_dir, input_path.stem, predictor.tasks, vectorize)
+    if confidence and "seg" not in predictor.tasks:
+        raise UserError(
+            "--confidence needs the 'seg' task (it is the probability of the predicted "
+            "class); drop --confidence or predict with --tasks seg."
+        )
+    paths = output_paths(out_dir, input_path.stem, predictor.tasks, vectorize, confidence)
     check_outputs_free(paths, overwrite)
     src: RasterInput = open_input(input_path, predictor.in_channels, list(meta.bands), bands, aoi)
     try:
@@ -213,7 +229,7 @@ def predict_raster(
             on_grid(grid.num_windows)
         crs, transform = src.src.crs, src.src.transform
         writers: list[OutputRaster] = []
-        cls_out = hgt_out = None
+        cls_out = hgt_out = conf_out = None
         hrange = _HeightRange()
         try:
             if "seg" in predictor.tasks:
@@ -224,6 +240,10 @@ def predict_raster(
                 hgt_out = height_raster(paths["height_tif"], src.width, src.height, crs,
                                         transform, meta.height_unit)
                 writers.append(hgt_out)
+            if confidence:
+                conf_out = confidence_raster(paths["confidence_tif"], src.width, src.height,
+                                             crs, transform)
+                writers.append(conf_out)
 
             def sink(rows: BlendedRows) -> None:
                 if cls_out is not None and rows.classes is not None:
@@ -231,9 +251,11 @@ def predict_raster(
                 if hgt_out is not None and rows.height is not None:
                     hgt_out.write_rows(rows.row_start, height_to_file(rows.height))
                     hrange.add(rows.height)
+                if conf_out is not None and rows.probs is not None:
+                    conf_out.write_rows(rows.row_start, confidence_to_file(rows.probs, rows.valid))
 
             run_sliding_windows(grid, src.read_strip, predictor, sink, batch_size=batch_size,
-                                on_windows=on_windows)
+                                keep_probs=confidence, on_windows=on_windows)
             for writer in writers:
                 writer.commit()
         except BaseException:
@@ -250,6 +272,9 @@ def predict_raster(
             if not math.isfinite(lo) or not math.isfinite(hi):
                 lo, hi = 0.0, 1.0
             result.height_qml = write_height_qml(paths["height_qml"], lo, hi, meta.height_unit)
+        if conf_out is not None:
+            result.confidence_tif = paths["confidence_tif"]
+            result.confidence_qml = write_confidence_qml(paths["confidence_qml"])
         if preview:
             from semimtl_geo.inference.preview import write_preview
 

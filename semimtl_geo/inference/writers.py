@@ -12,6 +12,8 @@ exception) deletes the temporaries. A run killed with SIGKILL can leave hidden
   class names in the band metadata (``CLASS_NAMES`` JSON, ``CLASS_<i>``) and the QML
   sidecar; overviews by ``MODE`` so classes are never averaged.
 * Height rasters: float32, nodata -9999, band unit (``m``) set, overviews by ``AVERAGE``.
+* Confidence rasters (``predict --confidence``): uint8 percent 0-100, the blended
+  probability of the predicted class, nodata 255, overviews by ``AVERAGE``.
 
 Outputs keep the input's CRS and float64 affine transform exactly (including rotated or
 skewed transforms, and no CRS at all).
@@ -163,4 +165,35 @@ def height_to_file(values: np.ndarray) -> np.ndarray:
     """Replace NaN (engine nodata) by :data:`HEIGHT_NODATA` for writing."""
     out = values.astype(np.float32, copy=True)
     out[~np.isfinite(out)] = HEIGHT_NODATA
+    return out
+
+
+#: Nodata value of confidence rasters (valid values are 0-100).
+CONFIDENCE_NODATA = 255
+
+
+def confidence_raster(
+    path: str | Path, width: int, height: int, crs: CRS | None, transform: Affine,
+) -> OutputRaster:
+    """Open a confidence output (uint8 percent 0-100, nodata 255)."""
+    out = OutputRaster(path, width, height, crs, transform, "uint8", CONFIDENCE_NODATA,
+                       "AVERAGE")
+    out.dst.set_band_description(1, "confidence (%)")
+    out.dst.set_band_unit(1, "%")
+    out.dst.update_tags(1, UNIT="%", DEFINITION="blended probability of the predicted class")
+    return out
+
+
+def confidence_to_file(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Blended probability of the chosen class as uint8 percent (nodata 255 off ``valid``).
+
+    Args:
+        probs: ``K x h x w`` blended class probabilities (NaN where nothing was predicted).
+        valid: ``h x w`` pixels that have a prediction.
+
+    """
+    out = np.full(valid.shape, CONFIDENCE_NODATA, np.uint8)
+    if valid.any():
+        best = probs[:, valid].max(axis=0)
+        out[valid] = np.clip(np.rint(best * 100.0), 0, 100).astype(np.uint8)
     return out
