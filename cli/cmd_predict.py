@@ -9,17 +9,25 @@ import click
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"}
 
 
-def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path], list[str]]:
+def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path | str], list[str]]:
     """Files from paths, folders (raster files inside, sorted) and globs.
+
+    GDAL paths and URLs (``/vsicurl/...``, ``https://...``, ``s3://...``) are taken as
+    they are, as GDAL paths (:mod:`semimtl_geo.inference.sources`).
 
     Returns:
         The input files (unique, in order) and one error sentence per item that matched
         nothing.
 
     """
-    files: list[Path] = []
+    from semimtl_geo.inference.sources import is_gdal_path, to_gdal_path
+
+    files: list[Path | str] = []
     problems: list[str] = []
     for item in items:
+        if is_gdal_path(item):
+            files.append(to_gdal_path(item))
+            continue
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir()
@@ -36,10 +44,10 @@ def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path], list[str]]:
             files.extend(found)
         else:
             problems.append(f"Input '{item}' does not exist; check the path.")
-    unique: list[Path] = []
-    seen: set[Path] = set()
+    unique: list[Path | str] = []
+    seen: set[Path | str] = set()
     for f in files:
-        key = f.resolve()
+        key = f.resolve() if isinstance(f, Path) else f
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -99,7 +107,8 @@ def predict_cmd(
 ) -> None:
     """Predict classes and heights of rasters, on exactly each input's pixel grid.
 
-    INPUT is one or more GeoTIFF/GDAL raster files, folders or glob patterns. Each
+    INPUT is one or more GeoTIFF/GDAL raster files (VRTs too), folders, glob patterns,
+    GDAL paths (/vsicurl/..., /vsis3/...) or URLs (https://..., s3://...). Each
     input gives Cloud-Optimized GeoTIFFs <stem>_class.tif (uint8, colour table, nodata
     255) and <stem>_height.tif (float32, metres, nodata -9999) with QGIS styles
     <stem>_class.qml / <stem>_height.qml next to them. Windows overlap and are blended
@@ -112,6 +121,7 @@ def predict_cmd(
     from semimtl_geo.errors import UserError
     from semimtl_geo.inference.predictor import WindowPredictor
     from semimtl_geo.inference.raster import predict_raster
+    from semimtl_geo.inference.sources import source_name, source_stem
     from semimtl_geo.model_card import resolve_checkpoint
 
     files, problems = expand_inputs(inputs)
@@ -121,7 +131,7 @@ def predict_cmd(
     predictor = WindowPredictor(loaded, device=device, tasks=tasks)
     if aoi is not None and not aoi.exists():
         raise UserError(f"AOI file '{aoi}' does not exist; check the path.")
-    stems: dict[str, Path] = {}
+    stems: dict[str, Path | str] = {}
     failures = len(problems)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
@@ -132,14 +142,15 @@ def predict_cmd(
         warnings.showwarning = show_warning
         files_bar = tqdm(files, desc="files", unit="file", disable=len(files) < 2)
         for path in files_bar:
-            if path.stem in stems:
-                click.echo(f"Error: '{path}' has the same name as '{stems[path.stem]}' and would "
+            stem = source_stem(path)
+            if stem in stems:
+                click.echo(f"Error: '{path}' has the same name as '{stems[stem]}' and would "
                            "overwrite its outputs; rename one or predict them separately.",
                            err=True)
                 failures += 1
                 continue
-            stems[path.stem] = path
-            with tqdm(total=0, desc=path.name, unit="win", leave=False) as bar:
+            stems[stem] = path
+            with tqdm(total=0, desc=source_name(path), unit="win", leave=False) as bar:
                 def set_total(n: int, bar: tqdm = bar) -> None:
                     bar.total = n
                     bar.refresh()
@@ -156,7 +167,7 @@ def predict_cmd(
                     failures += 1
                     continue
             names = ", ".join(p.name for p in result.paths())
-            tqdm.write(f"{path.name}: {result.windows} windows -> {out_dir}/ ({names})")
+            tqdm.write(f"{source_name(path)}: {result.windows} windows -> {out_dir}/ ({names})")
     if failures:
         click.echo(f"{failures} input(s) failed; see the errors above.", err=True)
         click.get_current_context().exit(1)

@@ -25,6 +25,7 @@ from semimtl_geo.inference.engine import BlendedRows, run_sliding_windows
 from semimtl_geo.inference.predictor import WindowPredictor
 from semimtl_geo.inference.qml import write_class_qml, write_confidence_qml, write_height_qml
 from semimtl_geo.inference.raster_io import RasterInput, open_input
+from semimtl_geo.inference.sources import is_gdal_path, source_name, source_stem, to_gdal_path
 from semimtl_geo.inference.windows import make_grid
 from semimtl_geo.inference.writers import (
     OutputRaster,
@@ -182,7 +183,9 @@ def predict_raster(
 
     Args:
         predictor: batched model runner (model, meta, tasks, device).
-        input_path: GeoTIFF or any GDAL raster.
+        input_path: GeoTIFF or any GDAL raster: a local file (VRTs included), a GDAL
+            path (``/vsicurl/...``, ``/vsis3/...``) or a URL (see
+            :mod:`semimtl_geo.inference.sources`); outputs are named after its file name.
         out_dir: output folder (created).
         patch_size: window size in model pixels (default ``meta.patch_size``).
         overlap: window overlap fraction (default ``meta.overlap``).
@@ -206,19 +209,20 @@ def predict_raster(
 
     """
     meta = predictor.meta
-    input_path = Path(input_path)
+    input_path = to_gdal_path(input_path) if is_gdal_path(input_path) else Path(input_path)
+    name, stem = source_name(input_path), source_stem(input_path)
     out_dir = Path(out_dir)
     if confidence and "seg" not in predictor.tasks:
         raise UserError(
             "--confidence needs the 'seg' task (it is the probability of the predicted "
             "class); drop --confidence or predict with --tasks seg."
         )
-    paths = output_paths(out_dir, input_path.stem, predictor.tasks, vectorize, confidence)
+    paths = output_paths(out_dir, stem, predictor.tasks, vectorize, confidence)
     check_outputs_free(paths, overwrite)
     src: RasterInput = open_input(input_path, predictor.in_channels, list(meta.bands), bands, aoi)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        scale = resample_scale(src.gsd(), meta.gsd, input_path.name, resample)
+        scale = resample_scale(src.gsd(), meta.gsd, name, resample)
         grid = make_grid(
             src.height, src.width,
             int(patch_size if patch_size is not None else meta.patch_size),

@@ -29,13 +29,14 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from semimtl_geo.errors import UserError
+from semimtl_geo.inference.sources import is_gdal_path, source_name
 
 
 @dataclass
 class RasterInput:
     """An open input raster with the bands and masks inference needs."""
 
-    path: Path
+    path: Path | str
     src: rasterio.DatasetReader
     bands: list[int]
     alpha_band: int | None = None
@@ -114,14 +115,22 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         UserError: missing, unreadable or corrupt file.
 
     """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"Input '{path}' does not exist; check the path.")
+    remote = is_gdal_path(path)
+    if not remote:
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"Input '{path}' does not exist; check the path.")
     try:
         src = rasterio.open(path)
         src.read(1, window=Window(0, 0, min(src.width, 8), min(src.height, 8)))
     except (RasterioError, OSError) as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if remote:
+            raise UserError(
+                f"Input '{path}' could not be read by GDAL ({reason}); check the URL or path, "
+                "that the server answers HTTP range requests, and the credentials of "
+                "/vsis3/, /vsigs/ or /vsiaz/ in the environment."
+            ) from None
         raise UserError(
             f"Input '{path}' could not be read as a raster ({reason}); "
             "check that it is a complete GeoTIFF or other GDAL raster."
@@ -182,13 +191,13 @@ def select_bands(
         bands = data
     if len(bands) != expected:
         raise UserError(
-            f"'{Path(src.name).name}' has {len(bands)} usable band(s) but the model expects "
+            f"'{source_name(src.name)}' has {len(bands)} usable band(s) but the model expects "
             f"{expected} ({', '.join(band_names)}); pass --bands to choose them, e.g. --bands "
             f"{','.join(str(i + 1) for i in range(expected))}."
         )
     if alpha is not None and alpha in bands:
         warnings.warn(
-            f"Band {alpha} of '{Path(src.name).name}' is flagged as alpha but selected as model "
+            f"Band {alpha} of '{source_name(src.name)}' is flagged as alpha but selected as model "
             "input; it is used as data, not as a nodata mask.",
             stacklevel=2,
         )
@@ -250,10 +259,11 @@ def open_input(
 
             if not unary_union(shapes).intersects(_footprint(src)):
                 raise UserError(
-                    f"AOI '{Path(aoi).name}' does not overlap '{Path(path).name}'; "
+                    f"AOI '{Path(aoi).name}' does not overlap '{source_name(path)}'; "
                     "pass an AOI that covers part of the raster (same area, any CRS)."
                 )
-        return RasterInput(Path(path), src, indexes, alpha, internal, nodata, shapes)
+        return RasterInput(path if is_gdal_path(path) else Path(path), src, indexes, alpha,
+                           internal, nodata, shapes)
     except BaseException:
         src.close()
         raise
