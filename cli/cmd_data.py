@@ -109,8 +109,11 @@ def prepare_isprs_cmd(potsdam, vaihingen, out, potsdam_bands, labels, target_gsd
                    "folder each.")
 @click.option("--orthos", default="RGB,IRRG,RGBIR", show_default=True,
               help="Comma-separated Potsdam ortho products to include.")
+@click.option("--overwrite", is_flag=True,
+              help="Write into OUT/potsdam and OUT/vaihingen even when they are not empty "
+                   "(files with the same names are replaced).")
 def synthesize_isprs_cmd(out, size_potsdam, size_vaihingen, tiles_potsdam, tiles_vaihingen, seed,
-                         layout, nesting, orthos) -> None:
+                         layout, nesting, orthos, overwrite) -> None:
     """Write small synthetic Potsdam/Vaihingen archives with the real names and formats.
 
     Scenes are procedurally generated urban blocks whose heights agree with their classes;
@@ -127,7 +130,7 @@ def synthesize_isprs_cmd(out, size_potsdam, size_vaihingen, tiles_potsdam, tiles
     written = synthesize_isprs(out, size_potsdam=size_potsdam, size_vaihingen=size_vaihingen,
                                tiles_potsdam=tiles_potsdam, tiles_vaihingen=tiles_vaihingen,
                                seed=seed, layout=layout, nesting=nesting, orthos=products,
-                               progress=True)
+                               progress=True, overwrite=overwrite)
     for dataset, tiles in written.items():
         click.echo(f"{dataset}: {len(tiles)} tiles ({', '.join(tiles)}) in {Path(out) / dataset}")
 

@@ -60,6 +60,21 @@ def demo_config(
     }
 
 
+#: What the demo writes in its folder (``--overwrite`` deletes exactly these).
+DEMO_ENTRIES = ("raw", "prepared", "runs", "report.md", "report.json", "predict", "demo.yaml",
+                "timings.json", "panel_potsdam.png", "panel_vaihingen.png")
+
+
+def clear_demo(out: Path) -> None:
+    """Delete an earlier demo's files and folders from ``out``; anything else stays."""
+    for name in DEMO_ENTRIES:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
 def _run(step: int, total: int, title: str, argv: list[str]) -> float:
     from semimtl_geo.cli.main import main
 
@@ -109,19 +124,22 @@ def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for training (default: torch's; 1 is faster on a busy CPU).")
-@click.option("--overwrite", is_flag=True, help="Delete an existing output folder first.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier demo in the output folder (only the demo's own files "
+                   "and folders are deleted).")
 def demo_cmd(out: Path, steps: int | None, device: str, quick: bool, seed: int,
              threads: int | None, overwrite: bool) -> None:
     """Run the whole pipeline on synthetic ISPRS-style data and print a summary."""
-    import torch
+    from semimtl_geo.inference.predictor import resolve_device
+    from semimtl_geo.outputs import check_output_dir
 
+    check_output_dir(out)
+    device = resolve_device(device).type  # a missing GPU fails now, not at step 3
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"'{out}' is not empty; pass --overwrite or choose another -o folder.")
-        shutil.rmtree(out)
+        clear_demo(out)
     out.mkdir(parents=True, exist_ok=True)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     profile = dict(PROFILES["quick" if quick else "default"])
     if steps is not None:
         profile["steps"] = steps

@@ -7,16 +7,6 @@ import click
 from semimtl_geo.errors import UserError
 
 
-def _resolve(path: Path) -> Path:
-    """Return the checkpoint a path stands for (a run folder means its model.pt)."""
-    if path.is_dir():
-        for candidate in (path / "model.pt", path / "checkpoints" / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
-        raise UserError(f"Run folder '{path}' holds no model.pt or checkpoints/last.ckpt.")
-    return path
-
-
 @click.command("evaluate")
 @click.option(
     "--checkpoint",
@@ -48,11 +38,15 @@ def _resolve(path: Path) -> Path:
 @click.option(
     "--split", help="Dataset split to evaluate (default: the checkpoint config's eval.split)."
 )
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, auto.")
-@click.option("--patch-size", type=int, help="Window size (default: the checkpoint's).")
-@click.option("--overlap", type=float, help="Window overlap fraction (default: the checkpoint's).")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward.")
-@click.option("--max-tiles", type=int, help="Evaluate at most N tiles per dataset (quick checks).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, auto.")
+@click.option("--patch-size", type=click.IntRange(min=8),
+              help="Window size (default: the checkpoint's).")
+@click.option("--overlap", type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Window overlap fraction (default: the checkpoint's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Windows per forward.")
+@click.option("--max-tiles", type=click.IntRange(min=1),
+              help="Evaluate at most N tiles per dataset (quick checks).")
 @click.option(
     "--min-height",
     type=float,
@@ -81,22 +75,26 @@ def evaluate_cmd(
     roots,
 ):
     """Evaluate checkpoints on the full test tiles of every dataset (sliding windows)."""
-    import torch
-
     from semimtl_geo.checkpoint import load_model_checkpoint
-    from semimtl_geo.training.evaluate import default_predict, evaluate_checkpoints, write_report
+    from semimtl_geo.inference.predictor import resolve_device
+    from semimtl_geo.training.evaluate import (
+        check_report_path,
+        default_predict,
+        evaluate_checkpoints,
+        write_report,
+    )
 
+    check_report_path(out)  # before the evaluation, not after it
     root_map = {}
     for item in roots:
         if "=" not in item:
             raise UserError(f"--root '{item}' is not of the form NAME=PATH.")
         name, path = item.split("=", 1)
         root_map[name] = path
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    models = [load_model_checkpoint(_resolve(p)) for p in checkpoints]
-    bseg = load_model_checkpoint(_resolve(baseline_seg)) if baseline_seg else None
-    bheight = load_model_checkpoint(_resolve(baseline_height)) if baseline_height else None
+    device = str(resolve_device(device))  # an unknown device fails now, not after loading
+    models = [load_model_checkpoint(p) for p in checkpoints]
+    bseg = load_model_checkpoint(baseline_seg) if baseline_seg else None
+    bheight = load_model_checkpoint(baseline_height) if baseline_height else None
     for name, loaded in (("--baseline-seg", bseg), ("--baseline-height", bheight)):
         task = "seg" if name.endswith("seg") else "height"
         if loaded is not None and task not in loaded.model.tasks:

@@ -8,7 +8,7 @@ import click
 @click.command("export-onnx")
 @click.option(
     "--checkpoint", "checkpoint", required=True, type=click.Path(path_type=Path),
-    help="Checkpoint written by 'semimtl-geo train'.",
+    help="Checkpoint written by 'semimtl-geo train', or its run folder (model.pt).",
 )
 @click.option(
     "-o", "--output", "output", required=True, type=click.Path(path_type=Path),

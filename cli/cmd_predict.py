@@ -59,8 +59,9 @@ def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path | str], list[str]]:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder for <stem>_class.tif, <stem>_height.tif, styles and previews.")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint written by 'semimtl-geo train', or a model card (*.stac.json "
-                   "from train/export-onnx), which stands for its checkpoint asset.")
+              help="Checkpoint written by 'semimtl-geo train', its run folder (model.pt), or "
+                   "a model card (*.stac.json from train/export-onnx), which stands for its "
+                   "checkpoint asset.")
 @click.option("--device", default="auto", show_default=True,
               help="'cpu', 'cuda', 'cuda:1' or 'auto'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
@@ -123,7 +124,9 @@ def predict_cmd(
     from semimtl_geo.inference.raster import predict_raster
     from semimtl_geo.inference.sources import source_name, source_stem
     from semimtl_geo.model_card import resolve_checkpoint
+    from semimtl_geo.outputs import check_output_dir
 
+    check_output_dir(out_dir)
     files, problems = expand_inputs(inputs)
     for sentence in problems:
         click.echo(f"Error: {sentence}", err=True)

@@ -60,6 +60,25 @@ def current_cli() -> str | None:
     return shutil.which("semimtl-geo")
 
 
+def check_cli(cli: str) -> str:
+    """Return the absolute path of the ``--cli`` executable.
+
+    Raises:
+        UserError: no such executable file (as a path or on PATH).
+
+    """
+    path = Path(cli).expanduser()
+    if path.is_file() and os.access(path, os.X_OK):
+        return str(path.resolve())
+    found = shutil.which(cli) if os.sep not in cli else None
+    if found:
+        return found
+    raise UserError(
+        f"--cli '{cli}' is not an executable file; pass the semimtl-geo executable of the "
+        "environment QGIS should run (e.g. /path/to/.venv/bin/semimtl-geo)."
+    )
+
+
 def _stage(target_parent: Path, cli: str | None) -> Path:
     """Copy the plugin into a fresh hidden folder under ``target_parent``."""
     root = _package_plugin()
@@ -140,8 +159,17 @@ def qgis_plugin() -> None:
 )
 def install_cmd(profile_dir: Path | None, cli: str | None) -> None:
     """Install the plugin into a QGIS profile, remembering this environment's CLI."""
+    from semimtl_geo.outputs import check_output_dir
+
+    if profile_dir is not None and not profile_dir.is_dir():
+        raise UserError(
+            f"QGIS profile folder '{profile_dir}' does not exist; pass an existing profile "
+            "(QGIS > Settings > User Profiles > Open Active Profile Folder) or leave out "
+            "--profile-dir for the default one."
+        )
     profile = profile_dir or default_profile_dir()
-    cli = cli or current_cli()
+    check_output_dir(profile / "python" / "plugins", "QGIS plugins folder")
+    cli = check_cli(cli) if cli else current_cli()
     target = install_plugin(profile, cli)
     click.echo(f"Installed the QGIS plugin in {target}")
     click.echo(f"It runs: {cli or 'semimtl-geo from PATH (none recorded)'}")
@@ -158,6 +186,9 @@ def install_cmd(profile_dir: Path | None, cli: str | None) -> None:
               help="Record this semimtl-geo executable in the ZIP (default: none recorded).")
 def zip_cmd(output: Path, cli: str | None) -> None:
     """Write the plugin as a ZIP for QGIS's Plugins > Install from ZIP."""
+    from semimtl_geo.outputs import check_output_file
+
+    check_output_file(output, "ZIP file")
     click.echo(f"Wrote {zip_plugin(output, cli)}")
 
 

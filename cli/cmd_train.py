@@ -50,15 +50,23 @@ from semimtl_geo.errors import UserError
     help="Continue the run in --output from checkpoints/last.ckpt (exactly: "
     "optimiser, schedule, discriminators, data order).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run already in --output (its config.yaml, model.pt, checkpoints/, "
+    "logs/ and previews/ are deleted once the new config checks out).",
+)
 @click.argument("overrides", nargs=-1)
 def train_cmd(
     config_path, run_dir, method, mode, devices, num_nodes, accelerator, max_steps, seed, resume,
+    overwrite,
     overrides,
 ):
     """Train a model; OVERRIDES are dotted ``key=value`` pairs, e.g. ``data.batch_size=8``.
 
     Writes RUN_DIR/config.yaml, checkpoints/last.ckpt, model.pt, logs/ (CSV and
-    TensorBoard) and previews/*.png.
+    TensorBoard) and previews/*.png. A folder that already holds a run is refused unless
+    --resume or --overwrite is given.
     """
     from semimtl_geo.training.config import load_config, read_yaml_config
     from semimtl_geo.training.engine import train
@@ -100,7 +108,7 @@ def train_cmd(
         name = config_path.stem if config_path else "run"
         suffix = f"_{cfg.mode}" if cfg.method == "semimtl" else ""
         run_dir = Path("runs") / f"{name}_{cfg.method}{suffix}"
-    result = train(cfg, run_dir, resume=resume)
+    result = train(cfg, run_dir, resume=resume, overwrite=overwrite)
     click.echo(f"Finished: {result.model_path} (Lightning checkpoint {result.checkpoint}).")
 
 

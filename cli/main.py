@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module of this package and is registered below.
 User mistakes raise :class:`semimtl_geo.errors.UserError`; :func:`main` prints their one
-sentence to stderr and exits with status 1, without a traceback.
+sentence to stderr and exits with status 1, without a traceback. A write that fails
+because of the output location (disk full, read-only, a file in the way) is reported the
+same way (:func:`semimtl_geo.outputs.write_error`).
 """
 
 import os
@@ -13,6 +15,7 @@ import click
 
 from semimtl_geo import __version__
 from semimtl_geo.errors import UserError
+from semimtl_geo.outputs import is_write_error, write_error
 
 # GDAL defaults for cloud-optimised reads, set once before rasterio is imported anywhere.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
@@ -61,6 +64,11 @@ def main(args: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except OSError as exc:
+        if not is_write_error(exc):
+            raise
+        click.echo(f"Error: {write_error(exc.filename or '?', exc)}", err=True)
+        return 1
     return rv if isinstance(rv, int) else 0
 
 

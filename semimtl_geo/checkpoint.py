@@ -141,6 +141,32 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
     return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks)}
 
 
+#: Files a run folder passed as a checkpoint stands for, in order of preference.
+RUN_DIR_CHECKPOINTS = ("model.pt", "checkpoints/last.ckpt")
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """Return the checkpoint file a path stands for: a run folder means its ``model.pt``.
+
+    A folder without ``model.pt`` falls back to ``checkpoints/last.ckpt`` (a run still
+    training). Files are returned unchanged.
+
+    Raises:
+        UserError: a folder holding neither file.
+
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in RUN_DIR_CHECKPOINTS:
+        if (path / name).is_file():
+            return path / name
+    raise UserError(
+        f"Folder '{path}' holds no model.pt or checkpoints/last.ckpt; pass a run folder "
+        "written by 'semimtl-geo train' or the checkpoint file itself."
+    )
+
+
 def load_model_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> LoadedModel:
@@ -148,12 +174,14 @@ def load_model_checkpoint(
 
     The file is read with :func:`~semimtl_geo.checkpoint_file.read_checkpoint_file`
     (nothing is unpickled) and its content is validated before anything is built.
+    ``path`` may be a run folder (its ``model.pt`` is read, see
+    :func:`resolve_checkpoint_path`).
 
     Raises:
         UserError: missing, unreadable, pickled, foreign or damaged checkpoint files.
 
     """
-    path = Path(path)
+    path = resolve_checkpoint_path(path)
     payload = read_checkpoint_file(path, device=map_location, key=CHECKPOINT_KEY)
     if not isinstance(payload, dict) or "model" not in payload:
         raise UserError(

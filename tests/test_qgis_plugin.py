@@ -161,6 +161,7 @@ def test_plugin_code_imports_no_torch_or_semimtl_geo():
 
 def test_install_and_zip_commands(tmp_path):
     profile = tmp_path / "profile"
+    profile.mkdir()  # QGIS creates its profile folders; install refuses a missing one
     assert main(["qgis-plugin", "install", "--profile-dir", str(profile)]) == 0
     target = profile / "python" / "plugins" / "semimtl_geo_qgis"
     assert (target / "metadata.txt").is_file() and (target / "icon.svg").is_file()
@@ -194,6 +195,7 @@ def qgis_env(tmp_path_factory):
     """A throw-away QGIS profile with the plugin installed and enabled."""
     home = tmp_path_factory.mktemp("qgis_home")
     profile = home / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default"
+    profile.mkdir(parents=True)
     assert main(["qgis-plugin", "install", "--profile-dir", str(profile)]) == 0
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(HOME=str(home), QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(home))

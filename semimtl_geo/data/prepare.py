@@ -53,6 +53,7 @@ from semimtl_geo import __version__
 from semimtl_geo.data import isprs
 from semimtl_geo.data.archives import SourceFile, SourceIndex
 from semimtl_geo.errors import UserError
+from semimtl_geo.outputs import check_output_dir
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -711,9 +712,15 @@ def prepare_isprs(potsdam: str | Path | None, vaihingen: str | Path | None, out:
         )
     if opts.labels not in ("all", "noBoundary"):
         raise UserError(f"Unknown label variant '{opts.labels}'; use 'all' or 'noBoundary'.")
-    if not opts.target_gsd > 0:
+    if not (opts.target_gsd > 0 and math.isfinite(opts.target_gsd)):
         raise UserError(f"Target GSD must be positive metres per pixel, got {opts.target_gsd}.")
-    out = Path(out)
+    for dataset, scale in opts.height_scale.items():
+        if not (scale > 0 and math.isfinite(scale)):
+            raise UserError(
+                f"The {dataset} height scale must be positive metres per nDSM unit, got {scale}; "
+                f"fix --{dataset}-height-scale."
+            )
+    out = check_output_dir(Path(out))
     out.mkdir(parents=True, exist_ok=True)
 
     plans: list[tuple[str, Path, list[TileJob], dict[str, Any]]] = []

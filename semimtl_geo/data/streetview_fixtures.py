@@ -217,8 +217,9 @@ def write_streetview_fixtures(
 
     """
     from semimtl_geo.errors import UserError
+    from semimtl_geo.outputs import check_output_dir
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = {"cityscapes": out_dir / "cityscapes", "synscapes": out_dir / "synscapes"}
     existing = [str(p) for p in targets.values() if p.exists()]

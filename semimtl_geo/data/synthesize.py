@@ -665,17 +665,37 @@ def synthesize_isprs(out: str | Path, *, size_potsdam: int = 800, size_vaihingen
                      layout: Layout = "zips", nesting: Nesting = "real",
                      orthos: Iterable[str] = ("RGB", "IRRG", "RGBIR"),
                      height_scale: float = isprs.DEFAULT_HEIGHT_SCALE,
-                     progress: bool = False) -> dict[str, list[str]]:
+                     progress: bool = False, overwrite: bool = False) -> dict[str, list[str]]:
     """Write ``out/potsdam`` and ``out/vaihingen`` archive folders.
 
     A tile count of 0 skips that dataset. See :func:`synthesize_potsdam` and
-    :func:`synthesize_vaihingen` for the arguments.
+    :func:`synthesize_vaihingen` for the arguments. The archives carry the real ISPRS
+    file names, so a dataset folder that is not empty (it may hold a real download) is
+    refused unless ``overwrite``; then files of the same names are replaced and others
+    are left alone.
 
     Returns:
         dataset -> tile ids written.
 
+    Raises:
+        UserError: a non-empty dataset folder without ``overwrite``, an unwritable ``out``.
+
     """
-    out = Path(out)
+    from semimtl_geo.errors import UserError
+    from semimtl_geo.outputs import check_output_dir
+
+    out = check_output_dir(out)
+    if not overwrite:
+        for dataset, count in (("potsdam", tiles_potsdam), ("vaihingen", tiles_vaihingen)):
+            folder = out / dataset
+            present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            if count and present:
+                shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+                raise UserError(
+                    f"'{folder}' is not empty ({shown}); synthetic archives use the real ISPRS "
+                    "file names and could replace a real download there: pass --overwrite or "
+                    "choose another -o folder."
+                )
     written: dict[str, list[str]] = {}
     if tiles_potsdam:
         written["potsdam"] = synthesize_potsdam(

@@ -12,8 +12,6 @@ beside them (``<name>.stac.json``, :mod:`semimtl_geo.model_card`).
 
 import copy
 import io
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,12 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.checkpoint import LoadedModel, load_model_checkpoint
 from semimtl_geo.errors import UserError
 from semimtl_geo.export.deepness import MODEL_TYPES, deepness_metadata, encode_metadata
 from semimtl_geo.export.graph import TaskGraph, freeze_adaptive_pools
 from semimtl_geo.model_card import card_path, write_checkpoint_card
 from semimtl_geo.models.multitask import normalise_tasks
+from semimtl_geo.outputs import check_output_file
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.12 and Deepness's runtime read it).
 DEFAULT_OPSET = 17
@@ -106,18 +106,8 @@ def _run_onnxruntime(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def export_task(
@@ -218,15 +208,18 @@ def export_onnx(
             f"(it predicts {', '.join(available)}); "
             f"pass --tasks with a subset of {','.join(available)}."
         )
-    tile = int(tile_size or loaded.meta.patch_size)
+    tile = int(tile_size if tile_size is not None else loaded.meta.patch_size)
     if tile < 32:
         raise UserError(
             f"Tile size {tile} px is too small for the network; pass --tile-size 32 or more."
         )
+    paths = output_paths(out, wanted)
+    for path in paths.values():
+        check_output_file(path, "ONNX file")
     torch.manual_seed(0)
     exported = [
         export_task(loaded, task, path, tile, opset=opset, dynamic_batch=dynamic_batch)
-        for task, path in output_paths(out, wanted).items()
+        for task, path in paths.items()
     ]
     write_checkpoint_card(
         checkpoint, loaded.model, loaded.meta, loaded.config,

@@ -40,20 +40,43 @@ def resolve_tasks(loaded: LoadedModel, tasks: str | Sequence[str] | None) -> tup
     return tuple(t for t in available if t in wanted)
 
 
+#: Device types inference runs on.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn ``"auto"``/``"cpu"``/``"cuda:0"`` into a usable device.
 
     Raises:
-        UserError: CUDA requested but not available.
+        UserError: an unknown device name, or a device this machine does not have.
 
     """
-    text = str(device)
+    text = str(device).strip().lower()
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(text)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    unknown = UserError(
+        f"Device '{device}' is not one semimtl-geo runs on; use auto, cpu, cuda, cuda:N or mps."
+    )
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise unknown from None
+    if dev.type not in DEVICE_TYPES:
+        raise unknown
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"Device '{device}' was requested but CUDA is not available; use --device cpu."
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserError(
+                f"Device '{device}' does not exist: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(
-            f"Device '{text}' was requested but CUDA is not available; use --device cpu."
+            f"Device '{device}' was requested but Apple's MPS is not available; use --device cpu."
         )
     return dev
 

@@ -159,6 +159,28 @@ def _parse_bands(spec: str, src: rasterio.DatasetReader) -> list[int]:
     return bands
 
 
+def band_mismatch_message(
+    src: rasterio.DatasetReader, usable: int, expected: int, band_names: list[str],
+    alpha: int | None,
+) -> str:
+    """One sentence for a band-count mismatch, suggesting only ``--bands`` that can work."""
+    name = source_name(src.name)
+    wanted = f"{expected} ({', '.join(band_names)})"
+    choosable = [b for b in range(1, src.count + 1) if b != alpha] or list(range(1, src.count + 1))
+    if src.count < expected:
+        return (
+            f"'{name}' has {src.count} band(s) but the model expects {wanted}; predict a raster "
+            f"with those {expected} bands (--bands can only choose among the input's own bands)."
+        )
+    order = choosable + [b for b in range(1, src.count + 1) if b not in choosable]
+    example = ",".join(str(b) for b in order[:expected])
+    return (
+        f"'{name}' has {usable} usable band(s) but the model expects {wanted}; pass --bands "
+        f"with {expected} of its band numbers 1 to {src.count} in the model's order, e.g. "
+        f"--bands {example}."
+    )
+
+
 def select_bands(
     src: rasterio.DatasetReader, expected: int, band_names: list[str], spec: str | None
 ) -> tuple[list[int], int | None]:
@@ -190,11 +212,7 @@ def select_bands(
             data = [names.index(w) + 1 for w in wanted]
         bands = data
     if len(bands) != expected:
-        raise UserError(
-            f"'{source_name(src.name)}' has {len(bands)} usable band(s) but the model expects "
-            f"{expected} ({', '.join(band_names)}); pass --bands to choose them, e.g. --bands "
-            f"{','.join(str(i + 1) for i in range(expected))}."
-        )
+        raise UserError(band_mismatch_message(src, len(bands), expected, band_names, alpha))
     if alpha is not None and alpha in bands:
         warnings.warn(
             f"Band {alpha} of '{source_name(src.name)}' is flagged as alpha but selected as model "

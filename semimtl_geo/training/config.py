@@ -33,6 +33,8 @@ PRECISIONS: tuple[str, ...] = ("auto", "32-true", "bf16-mixed", "16-mixed")
 Method = Literal["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]
 METHODS: tuple[str, ...] = get_args(Method)
 BASE_KEY = "_base_"
+#: Lightning accelerators a run can ask for (``trainer.accelerator``).
+ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 @dataclass
@@ -462,6 +464,43 @@ def validate(cfg: TrainConfig) -> None:
     ):
         if value <= 0:
             raise UserError(f"Config key '{key}' must be positive, got {value}.")
+    if cfg.trainer.accelerator not in ACCELERATORS:
+        raise UserError(
+            f"Config key 'trainer.accelerator' must be one of {', '.join(ACCELERATORS)}, "
+            f"got {cfg.trainer.accelerator!r}."
+        )
+    for key, value in (
+        ("optim.lr", cfg.optim.lr),
+        ("optim.d_lr", cfg.optim.d_lr),
+        ("loss.berhu_ratio", cfg.loss.berhu_ratio),
+    ):
+        if not value > 0:
+            raise UserError(f"Config key '{key}' must be positive, got {value}.")
+    for key, value in (
+        ("optim.momentum", cfg.optim.momentum),
+        ("optim.weight_decay", cfg.optim.weight_decay),
+        ("optim.poly_power", cfg.optim.poly_power),
+        ("loss.w_seg", cfg.loss.w_seg),
+        ("loss.w_height", cfg.loss.w_height),
+        ("loss.lambda_intra", cfg.loss.lambda_intra),
+        ("loss.lambda_inter", cfg.loss.lambda_inter),
+        ("loss.lambda_da", cfg.loss.lambda_da),
+        ("data.num_workers", cfg.data.num_workers),
+        ("trainer.preview_every", cfg.trainer.preview_every),
+        ("eval.min_height", cfg.eval.min_height),
+    ):
+        if not value >= 0:  # also refuses NaN
+            raise UserError(f"Config key '{key}' must be zero or positive, got {value}.")
+    if not cfg.optim.momentum < 1:
+        raise UserError(f"Config key 'optim.momentum' must be below 1, got {cfg.optim.momentum}.")
+    if cfg.trainer.log_every <= 0:
+        raise UserError(f"Config key 'trainer.log_every' must be positive, got "
+                        f"{cfg.trainer.log_every}.")
+    if cfg.trainer.cpu_threads is not None and cfg.trainer.cpu_threads <= 0:
+        raise UserError(
+            f"Config key 'trainer.cpu_threads' must be null or positive, got "
+            f"{cfg.trainer.cpu_threads}."
+        )
     if not 0 <= cfg.eval.overlap < 1:
         raise UserError(f"Config key 'eval.overlap' must be in [0, 1), got {cfg.eval.overlap}.")
     if cfg.trainer.precision not in PRECISIONS:
@@ -483,8 +522,10 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.optim.d_poly_power is not None and cfg.optim.d_poly_power < 0:
         raise UserError("Config key 'optim.d_poly_power' must be null or >= 0.")
-    if len(cfg.optim.d_betas) != 2:
-        raise UserError("Config key 'optim.d_betas' must hold two numbers, e.g. [0.9, 0.99].")
+    if len(cfg.optim.d_betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.d_betas):
+        raise UserError(
+            "Config key 'optim.d_betas' must hold two numbers in [0, 1), e.g. [0.9, 0.99]."
+        )
     for key in ("mean", "std"):
         value = getattr(cfg.data, key)
         if value is not None and not value:

@@ -25,7 +25,9 @@ TensorBoard events, one ``version_N`` folder per session), ``previews/iter_*.png
 """
 
 import math
+import os
 import random
+import shutil
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_f
 from semimtl_geo.errors import UserError
 from semimtl_geo.model_card import write_checkpoint_card
 from semimtl_geo.models import Discriminator, MultiTaskNet
+from semimtl_geo.outputs import check_output_dir
 from semimtl_geo.training.backward import WeightedTerm, backward_terms
 from semimtl_geo.training.config import TrainConfig, save_config
 from semimtl_geo.training.methods import (
@@ -608,19 +611,110 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "bf16-mixed" if gpu else "32-true"
 
 
+#: What a training run writes in its folder (``--overwrite`` removes exactly these).
+RUN_ENTRIES = ("config.yaml", "model.pt", "model.stac.json", "checkpoints", "logs", "previews")
+
+
+def existing_run_entries(run_dir: Path) -> list[str]:
+    """Names of :data:`RUN_ENTRIES` present in ``run_dir``."""
+    return [name for name in RUN_ENTRIES if (run_dir / name).exists()]
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete a run's own outputs (:data:`RUN_ENTRIES`); other files in the folder stay."""
+    for name in RUN_ENTRIES:
+        target = run_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def check_hardware(cfg: TrainConfig) -> None:
+    """Refuse accelerators and device counts this machine does not have, in one sentence.
+
+    Raises:
+        UserError: a GPU/MPS accelerator that is not available, or more GPUs than present.
+
+    """
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"trainer.accelerator is '{t.accelerator}' but no CUDA GPU is available; "
+                "use --accelerator cpu (or auto)."
+            )
+        if t.devices > torch.cuda.device_count():
+            raise UserError(
+                f"trainer.devices is {t.devices} but this machine has "
+                f"{torch.cuda.device_count()} CUDA GPU(s); pass --devices "
+                f"{torch.cuda.device_count()} or fewer."
+            )
+    if t.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UserError(
+            "trainer.accelerator is 'mps' but Apple's MPS is not available; use --accelerator cpu."
+        )
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process is the first of a (possibly distributed) launch."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
     resume: bool = False,
     callbacks: list[Callback] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (or continue the run there with ``resume=True``).
 
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (its :data:`RUN_ENTRIES` are deleted once the new config has been
+    checked against its datasets; other files stay). A run that fails before writing its
+    first checkpoint leaves no stub behind: what it wrote is removed again.
+
     Raises:
-        UserError: nothing to resume, data problems reported by the dataset kinds.
+        UserError: an existing run without resume/overwrite, an unwritable run folder,
+            unavailable hardware, nothing to resume, data problems reported by the
+            dataset kinds.
 
     """
     run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite replaces it; pass only one.")
+    check_output_dir(run_dir, "Run folder")
+    existing = existing_run_entries(run_dir)
+    if existing and not resume and not overwrite:
+        raise UserError(
+            f"'{run_dir}' already holds a training run ({', '.join(existing)}); pass --resume "
+            "to continue it, --overwrite to replace it, or choose another -o folder."
+        )
+    check_hardware(cfg)
+    if overwrite and existing:
+        plan = plan_method(cfg)  # a config that cannot start must not cost the old run
+        build_meta(cfg, plan, describe_datasets(cfg, plan))
+        clear_run(run_dir)
+    created = not run_dir.exists()
+    try:
+        return _train_into(cfg, run_dir, resume, callbacks)
+    except BaseException:
+        first_checkpoint = (run_dir / "checkpoints" / "last.ckpt").exists()
+        if not resume and not first_checkpoint and _is_rank_zero():
+            clear_run(run_dir)  # a failed start leaves no stub run behind
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        raise
+
+
+def _train_into(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    callbacks: list[Callback] | None,
+) -> TrainResult:
+    """Run the body of :func:`train` once the run folder has been checked."""
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
     resume_state = read_resume_checkpoint(ckpt_path) if resume else None
     plan = plan_method(cfg)

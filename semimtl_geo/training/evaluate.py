@@ -30,6 +30,7 @@ from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.checkpoint import LoadedModel
 from semimtl_geo.errors import UserError
 from semimtl_geo.metrics import HeightMetrics, SegmentationMetrics, delta_m
+from semimtl_geo.outputs import check_output_file
 from semimtl_geo.training.config import DatasetConfig, dataset_from_dict
 from semimtl_geo.training.methods import METHOD_LABELS
 from semimtl_geo.training.registry import EvalSample, get_kind
@@ -319,12 +320,30 @@ def _robust_tables(report: dict[str, Any]) -> list[str]:
     return blocks
 
 
-def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
-    """Write ``<out>.md`` and ``<out>.json`` (a ``.md``/``.json`` suffix on ``out`` is dropped)."""
+def report_paths(out: str | Path) -> tuple[Path, Path]:
+    """``(<out>.md, <out>.json)``; a ``.md``/``.json`` suffix on ``out`` is dropped."""
     out = Path(out)
     if out.suffix in (".md", ".json"):
         out = out.with_suffix("")
-    md, js = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
+    return out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
+
+
+def check_report_path(out: str | Path) -> tuple[Path, Path]:
+    """Check, before evaluating, that both report files can be written.
+
+    Raises:
+        UserError: a report path is a folder, or its folder cannot be created or written.
+
+    """
+    md, js = report_paths(out)
+    for path in (md, js):
+        check_output_file(path, "Report file")
+    return md, js
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    """Write ``<out>.md`` and ``<out>.json`` (a ``.md``/``.json`` suffix on ``out`` is dropped)."""
+    md, js = report_paths(out)
     report = sanitize(report)
     text = json.dumps(report, indent=2, allow_nan=False, default=_json_default)
     atomic_write_text(js, text + "\n")
@@ -349,6 +368,41 @@ def sanitize(obj: Any) -> Any:
     return obj
 
 
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:8])
+    return shown + (", ..." if len(names) > 8 else "")
+
+
+def check_class_tables(models: Sequence[LoadedModel], specs: Sequence[DatasetConfig]) -> None:
+    """Refuse to score a segmentation head against labels of another class table.
+
+    pAcc, mIoU and ΔM only mean something when prediction and reference index the same
+    classes: a 7-class model scored on 6-class ISPRS labels would average an IoU of a
+    class the labels cannot contain.
+
+    Raises:
+        UserError: a model whose class names differ from a dataset's.
+
+    """
+    for spec in specs:
+        seg_models = [m for m in models if "seg" in m.model.tasks]
+        if not seg_models:
+            return
+        reference = get_kind(spec.kind).describe(spec).classes
+        if reference is None:  # a kind that states no class table
+            continue
+        for loaded in seg_models:
+            ours = list(loaded.meta.classes.names)
+            theirs = list(reference.names)
+            if ours != theirs:
+                name = Path(loaded.path).name if loaded.path else model_label(loaded)
+                raise UserError(
+                    f"Checkpoint '{name}' predicts {len(ours)} classes ({_names(ours)}) but "
+                    f"dataset '{spec.name}' is labelled with {len(theirs)} ({_names(theirs)}); "
+                    "evaluate each checkpoint only on datasets with its own class table."
+                )
+
+
 def evaluate_checkpoints(
     models: Sequence[LoadedModel],
     predict: PredictFn,
@@ -366,7 +420,8 @@ def evaluate_checkpoints(
     ``roots`` replaces the ``root`` of named datasets (data moved since training).
 
     Raises:
-        UserError: no dataset to evaluate on, or an unknown name in ``roots``.
+        UserError: no dataset to evaluate on, an unknown name in ``roots``, or a model
+            whose class table differs from a dataset's (:func:`check_class_tables`).
 
     """
     everything = [*models, *(m for m in (baseline_seg, baseline_height) if m is not None)]
@@ -385,6 +440,7 @@ def evaluate_checkpoints(
                 f"--root names dataset '{name}', but the checkpoints know only {sorted(specs)}."
             )
         specs[name].root = root
+    check_class_tables(everything, list(specs.values()))
     units = {m.meta.height_unit for m in everything if "height" in m.model.tasks}
     unit = units.pop() if len(units) == 1 else "m"
     kwargs = dict(split=split, max_samples=max_samples, min_height=min_height, progress=progress)
