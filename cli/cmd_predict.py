@@ -1,57 +1,9 @@
 """``semimtl-geo predict``: georeferenced sliding-window inference of rasters."""
 
-import glob
 import warnings
 from pathlib import Path
 
 import click
-
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"}
-
-
-def expand_inputs(items: tuple[str, ...]) -> tuple[list[Path | str], list[str]]:
-    """Files from paths, folders (raster files inside, sorted) and globs.
-
-    GDAL paths and URLs (``/vsicurl/...``, ``https://...``, ``s3://...``) are taken as
-    they are, as GDAL paths (:mod:`semimtl_geo.inference.sources`).
-
-    Returns:
-        The input files (unique, in order) and one error sentence per item that matched
-        nothing.
-
-    """
-    from semimtl_geo.inference.sources import is_gdal_path, to_gdal_path
-
-    files: list[Path | str] = []
-    problems: list[str] = []
-    for item in items:
-        if is_gdal_path(item):
-            files.append(to_gdal_path(item))
-            continue
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
-            if not found:
-                problems.append(f"Folder '{item}' holds no raster files (.tif, .vrt, .jp2...).")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
-                problems.append(f"Pattern '{item}' matches no file.")
-            files.extend(found)
-        else:
-            problems.append(f"Input '{item}' does not exist; check the path.")
-    unique: list[Path | str] = []
-    seen: set[Path | str] = set()
-    for f in files:
-        key = f.resolve() if isinstance(f, Path) else f
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique, problems
 
 
 @click.command("predict")
@@ -109,17 +61,21 @@ def predict_cmd(
     """Predict classes and heights of rasters, on exactly each input's pixel grid.
 
     INPUT is one or more GeoTIFF/GDAL raster files (VRTs too), folders, glob patterns,
-    GDAL paths (/vsicurl/..., /vsis3/...) or URLs (https://..., s3://...). Each
-    input gives Cloud-Optimized GeoTIFFs <stem>_class.tif (uint8, colour table, nodata
-    255) and <stem>_height.tif (float32, metres, nodata -9999) with QGIS styles
-    <stem>_class.qml / <stem>_height.qml next to them. Windows overlap and are blended
-    with a Hann weight so no seams show. A failing input is reported in one sentence
-    and the others still run; the exit status is 1 if any input failed.
+    GDAL paths (/vsicurl/..., /vsis3/...) or URLs (https://..., s3://...); folders and
+    patterns take the rasters GDAL opens, never semimtl-geo's own outputs, and what they
+    skip is listed in one line. Each input gives Cloud-Optimized GeoTIFFs
+    <stem>_class.tif (uint8, colour table, nodata 255) and <stem>_height.tif (float32,
+    metres, nodata -9999) with QGIS styles <stem>_class.qml / <stem>_height.qml next to
+    them; the files of one input are published together once all are complete, so a
+    failure leaves the previous outputs as they were and adds no file. Windows overlap
+    and are blended with a Hann weight so no seams show. A failing input is reported in
+    one sentence and the others still run; the exit status is 1 if any input failed.
     """
     from tqdm.auto import tqdm
 
     from semimtl_geo.checkpoint import load_model_checkpoint
     from semimtl_geo.errors import UserError
+    from semimtl_geo.inference.inputs import expand_inputs
     from semimtl_geo.inference.predictor import WindowPredictor
     from semimtl_geo.inference.raster import predict_raster
     from semimtl_geo.inference.sources import source_name, source_stem
@@ -127,15 +83,18 @@ def predict_cmd(
     from semimtl_geo.outputs import check_output_dir
 
     check_output_dir(out_dir)
-    files, problems = expand_inputs(inputs)
-    for sentence in problems:
-        click.echo(f"Error: {sentence}", err=True)
-    loaded = load_model_checkpoint(resolve_checkpoint(checkpoint))
-    predictor = WindowPredictor(loaded, device=device, tasks=tasks)
     if aoi is not None and not aoi.exists():
         raise UserError(f"AOI file '{aoi}' does not exist; check the path.")
+    selection = expand_inputs(inputs)
+    if line := selection.skipped_line():
+        click.echo(f"Note: {line}", err=True)
+    for sentence in selection.problems:
+        click.echo(f"Error: {sentence}", err=True)
+    files = selection.files
+    loaded = load_model_checkpoint(resolve_checkpoint(checkpoint))
+    predictor = WindowPredictor(loaded, device=device, tasks=tasks)
     stems: dict[str, Path | str] = {}
-    failures = len(problems)
+    failures = len(selection.problems)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
         tqdm.write(f"Warning: {message}", file=click.get_text_stream("stderr"))

@@ -18,7 +18,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from semimtl_geo import __version__
 from semimtl_geo.errors import UserError
+
+#: Written as the "software" metadata of every raster and PNG semimtl-geo produces
+#: (``TIFFTAG_SOFTWARE``, PNG ``Software``), so folder inputs can recognise them.
+SOFTWARE = f"semimtl-geo {__version__}"
 
 #: ``errno`` values of writes that fail because of the output location, not a bug.
 WRITE_ERRNOS = frozenset({
@@ -28,6 +33,11 @@ WRITE_ERRNOS = frozenset({
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _DENIED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def is_own_software(value: str) -> bool:
+    """Tell whether a file's software metadata names semimtl-geo (any version)."""
+    return value.strip().lower().startswith("semimtl-geo")
 
 
 def is_write_error(exc: BaseException) -> bool:

@@ -237,7 +237,7 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, ckpt, monkeypatch):
                "--batch-size", "1"])
     assert rc == 130  # Ctrl-C: click's Abort
     assert calls["n"] == 3
-    assert list(out.iterdir()) == []  # neither final files nor temporaries
+    assert not out.exists()  # neither final files nor temporaries, nor the folder it made
 
 
 KILL_SCRIPT = """
@@ -268,6 +268,10 @@ def test_killed_process_leaves_no_output_under_final_names(tmp_path, ckpt):
     names = [p.name for p in out.iterdir()]
     assert names, "the run should have started writing temporaries"
     assert all(n.startswith(".") for n in names), names  # only hidden temporaries
+    # the next run removes what the killed one left behind (issue 13)
+    assert main(["predict", str(src), "-o", str(out), "--checkpoint", str(ckpt), *FAST]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "sk_class.qml", "sk_class.tif", "sk_height.qml", "sk_height.tif"]
 
 
 def test_one_bad_input_does_not_stop_the_batch(tmp_path, ckpt, capsys):

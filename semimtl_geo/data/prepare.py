@@ -53,7 +53,7 @@ from semimtl_geo import __version__
 from semimtl_geo.data import isprs
 from semimtl_geo.data.archives import SourceFile, SourceIndex
 from semimtl_geo.errors import UserError
-from semimtl_geo.outputs import check_output_dir
+from semimtl_geo.outputs import SOFTWARE, check_output_dir
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -641,7 +641,7 @@ def write_preview(out: Path, dataset: str, record: dict[str, Any], max_px: int =
     fig.tight_layout()
     path = out / dataset / "preview.png"
     tmp = path.with_name(".preview.png.partial")
-    fig.savefig(tmp, format="png", dpi=80)
+    fig.savefig(tmp, format="png", dpi=80, metadata={"Software": SOFTWARE})
     plt.close(fig)
     os.replace(tmp, path)
     return path

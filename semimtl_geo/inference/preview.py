@@ -14,6 +14,7 @@ from rasterio.enums import Resampling
 
 from semimtl_geo.atomic import umask_mode
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
+from semimtl_geo.outputs import SOFTWARE
 
 
 def _shape(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -103,7 +104,7 @@ def write_preview(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.png", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, metadata={"Software": SOFTWARE})
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rasterio.errors import RasterioError
 
 from semimtl_geo.errors import UserError
 from semimtl_geo.inference.engine import BlendedRows, run_sliding_windows
 from semimtl_geo.inference.predictor import WindowPredictor
+from semimtl_geo.inference.publish import OutputSet, family, remove_leftovers
 from semimtl_geo.inference.qml import write_class_qml, write_confidence_qml, write_height_qml
 from semimtl_geo.inference.raster_io import RasterInput, open_input
 from semimtl_geo.inference.sources import is_gdal_path, source_name, source_stem, to_gdal_path
@@ -35,6 +37,7 @@ from semimtl_geo.inference.writers import (
     height_raster,
     height_to_file,
 )
+from semimtl_geo.outputs import is_write_error, write_error
 
 #: GSD ratios within this tolerance are treated as equal (no resampling).
 GSD_TOLERANCE = 0.05
@@ -144,20 +147,23 @@ class _HeightRange:
         return float(lo), float(hi)
 
 
-def check_outputs_free(paths: dict[str, Path], overwrite: bool) -> None:
-    """Refuse to replace existing outputs unless ``overwrite``.
+def check_outputs_free(out_dir: Path, stem: str, overwrite: bool) -> None:
+    """Refuse to replace an existing output set unless ``overwrite``.
+
+    Any file of the stem's set counts (see :func:`~semimtl_geo.inference.publish.family`),
+    not only those this run would write: a new set is never mixed into an old one.
 
     Raises:
-        UserError: an output already exists.
+        UserError: an output of the same input already exists.
 
     """
     if overwrite:
         return
-    existing = [p for p in paths.values() if p.exists()]
+    existing = [p for p in family(out_dir, stem) if p.exists()]
     if existing:
         raise UserError(
-            f"Output '{existing[0]}' already exists; pass --overwrite to replace it or choose "
-            "another output folder."
+            f"Output '{existing[0]}' already exists; pass --overwrite to replace the outputs "
+            "of that input or choose another output folder."
         )
 
 
@@ -181,6 +187,10 @@ def predict_raster(
 ) -> RasterOutputs:
     """Predict one raster and write its outputs on exactly the input grid.
 
+    The outputs of the input are built in a hidden staging folder and published together
+    (:class:`~semimtl_geo.inference.publish.OutputSet`): after a failure the folder holds
+    the previous set untouched and no new file; after success, the new set only.
+
     Args:
         predictor: batched model runner (model, meta, tasks, device).
         input_path: GeoTIFF or any GDAL raster: a local file (VRTs included), a GDAL
@@ -202,10 +212,11 @@ def predict_raster(
             the predicted class, uint8 percent 0-100 (nodata 255), with a QML ramp.
 
     Returns:
-        The written paths.
+        The published paths.
 
     Raises:
-        UserError: unreadable input, band mismatch, empty AOI, existing outputs.
+        UserError: unreadable or damaged input, band mismatch, empty AOI, existing outputs
+            (without ``overwrite``), a full or read-only output location.
 
     """
     meta = predictor.meta
@@ -218,83 +229,155 @@ def predict_raster(
             "class); drop --confidence or predict with --tasks seg."
         )
     paths = output_paths(out_dir, stem, predictor.tasks, vectorize, confidence)
-    check_outputs_free(paths, overwrite)
+    check_outputs_free(out_dir, stem, overwrite)
     src: RasterInput = open_input(input_path, predictor.in_channels, list(meta.bands), bands, aoi)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        scale = resample_scale(src.gsd(), meta.gsd, name, resample)
-        grid = make_grid(
-            src.height, src.width,
-            int(patch_size if patch_size is not None else meta.patch_size),
-            float(overlap if overlap is not None else meta.overlap),
-            scale,
-        )
-        if on_grid:
-            on_grid(grid.num_windows)
-        crs, transform = src.src.crs, src.src.transform
-        writers: list[OutputRaster] = []
-        cls_out = hgt_out = conf_out = None
-        hrange = _HeightRange()
-        try:
-            if "seg" in predictor.tasks:
-                cls_out = class_raster(paths["class_tif"], src.width, src.height, crs, transform,
-                                       meta.classes)
-                writers.append(cls_out)
-            if "height" in predictor.tasks:
-                hgt_out = height_raster(paths["height_tif"], src.width, src.height, crs,
-                                        transform, meta.height_unit)
-                writers.append(hgt_out)
-            if confidence:
-                conf_out = confidence_raster(paths["confidence_tif"], src.width, src.height,
-                                             crs, transform)
-                writers.append(conf_out)
-
-            def sink(rows: BlendedRows) -> None:
-                if cls_out is not None and rows.classes is not None:
-                    cls_out.write_rows(rows.row_start, rows.classes)
-                if hgt_out is not None and rows.height is not None:
-                    hgt_out.write_rows(rows.row_start, height_to_file(rows.height))
-                    hrange.add(rows.height)
-                if conf_out is not None and rows.probs is not None:
-                    conf_out.write_rows(rows.row_start, confidence_to_file(rows.probs, rows.valid))
-
-            run_sliding_windows(grid, src.read_strip, predictor, sink, batch_size=batch_size,
-                                keep_probs=confidence, on_windows=on_windows)
-            for writer in writers:
-                writer.commit()
-        except BaseException:
-            for writer in writers:
-                writer.discard()
-            raise
-        result = RasterOutputs(scale=scale, windows=grid.num_windows)
-        if cls_out is not None:
-            result.class_tif = paths["class_tif"]
-            result.class_qml = write_class_qml(paths["class_qml"], meta.classes)
-        if hgt_out is not None:
-            result.height_tif = paths["height_tif"]
-            lo, hi = hrange.range()
-            if not math.isfinite(lo) or not math.isfinite(hi):
-                lo, hi = 0.0, 1.0
-            result.height_qml = write_height_qml(paths["height_qml"], lo, hi, meta.height_unit)
-        if conf_out is not None:
-            result.confidence_tif = paths["confidence_tif"]
-            result.confidence_qml = write_confidence_qml(paths["confidence_qml"])
-        if preview:
-            from semimtl_geo.inference.preview import write_preview
-
-            result.preview = write_preview(
-                paths["preview"], input_path, src.bands, meta.classes,
-                result.class_tif, result.height_tif, meta.height_unit,
-            )
-        if vectorize and result.class_tif is None:
-            warnings.warn("--vectorize needs the 'seg' task; no polygons were written.",
+        for leftover in remove_leftovers(out_dir, stem):
+            warnings.warn(f"Removed '{leftover.name}', left in '{out_dir}' by an interrupted run.",
                           stacklevel=2)
-        if vectorize and result.class_tif is not None:
-            from semimtl_geo.inference.vectorize import vectorize_classes
-
-            result.vectors = vectorize_classes(
-                result.class_tif, paths["vectors"], meta.classes, result.height_tif
-            )
+        with OutputSet(out_dir, stem) as outputs:
+            result = _predict_into(predictor, src, input_path, name, outputs, paths, patch_size,
+                                   overlap, batch_size, vectorize, resample, preview, confidence,
+                                   on_windows, on_grid)
+            written = [key for key in paths if getattr(result, key) is not None]
+            outputs.publish([paths[key] for key in written])
+        for key in written:
+            setattr(result, key, paths[key])
         return result
     finally:
         src.close()
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """Return the most specific message of a GDAL error chain (rasterio's outer one is vague)."""
+    messages = []
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            break
+        text = str(current).splitlines()[0].strip() if str(current) else ""
+        if text and "see previous exception" not in text.lower():
+            messages.append(text)
+        current = current.__cause__ or current.__context__
+    return (messages[-1] if messages else type(exc).__name__)[:160]
+
+
+def _reader(src: RasterInput, name: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """``src.read_strip`` that reports a damaged block as one sentence."""
+
+    def read_strip(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return src.read_strip(y0, y1)
+        except (RasterioError, OSError) as exc:
+            raise UserError(
+                f"'{name}' has unreadable data in rows {y0} to {y1 - 1} ({gdal_reason(exc)}); "
+                "the file is damaged: re-download or re-export it."
+            ) from None
+
+    return read_strip
+
+
+def _predict_into(
+    predictor: WindowPredictor,
+    src: RasterInput,
+    input_path: Path | str,
+    name: str,
+    outputs: OutputSet,
+    paths: dict[str, Path],
+    patch_size: int | None,
+    overlap: float | None,
+    batch_size: int,
+    vectorize: bool,
+    resample: bool,
+    preview: bool,
+    confidence: bool,
+    on_windows: Callable[[int], None] | None,
+    on_grid: Callable[[int], None] | None,
+) -> RasterOutputs:
+    """Write every output of one input into the staging folder of ``outputs``.
+
+    The returned paths are the staged files; :func:`predict_raster` publishes them.
+    """
+    meta = predictor.meta
+    staged = {key: outputs.staged(p) for key, p in paths.items()}
+    scale = resample_scale(src.gsd(), meta.gsd, name, resample)
+    grid = make_grid(
+        src.height, src.width,
+        int(patch_size if patch_size is not None else meta.patch_size),
+        float(overlap if overlap is not None else meta.overlap),
+        scale,
+    )
+    if on_grid:
+        on_grid(grid.num_windows)
+    crs, transform = src.src.crs, src.src.transform
+    writers: list[OutputRaster] = []
+    cls_out = hgt_out = conf_out = None
+    hrange = _HeightRange()
+    try:
+        if "seg" in predictor.tasks:
+            cls_out = class_raster(staged["class_tif"], src.width, src.height, crs, transform,
+                                   meta.classes)
+            writers.append(cls_out)
+        if "height" in predictor.tasks:
+            hgt_out = height_raster(staged["height_tif"], src.width, src.height, crs,
+                                    transform, meta.height_unit)
+            writers.append(hgt_out)
+        if confidence:
+            conf_out = confidence_raster(staged["confidence_tif"], src.width, src.height,
+                                         crs, transform)
+            writers.append(conf_out)
+
+        def sink(rows: BlendedRows) -> None:
+            if cls_out is not None and rows.classes is not None:
+                cls_out.write_rows(rows.row_start, rows.classes)
+            if hgt_out is not None and rows.height is not None:
+                hgt_out.write_rows(rows.row_start, height_to_file(rows.height))
+                hrange.add(rows.height)
+            if conf_out is not None and rows.probs is not None:
+                conf_out.write_rows(rows.row_start, confidence_to_file(rows.probs, rows.valid))
+
+        run_sliding_windows(grid, _reader(src, name), predictor, sink, batch_size=batch_size,
+                            keep_probs=confidence, on_windows=on_windows)
+        for writer in writers:
+            writer.commit()
+    except BaseException as exc:
+        for writer in writers:
+            writer.discard()
+        if is_write_error(exc):
+            raise write_error(outputs.out_dir, exc) from None  # type: ignore[arg-type]
+        if isinstance(exc, RasterioError):  # reads are reported by _reader: this is a write
+            raise UserError(
+                f"Could not write the outputs of '{name}' in '{outputs.out_dir}' "
+                f"({gdal_reason(exc)}); free disk space or choose another output folder."
+            ) from None
+        raise
+    result = RasterOutputs(scale=scale, windows=grid.num_windows)
+    if cls_out is not None:
+        result.class_tif = staged["class_tif"]
+        result.class_qml = write_class_qml(staged["class_qml"], meta.classes)
+    if hgt_out is not None:
+        result.height_tif = staged["height_tif"]
+        lo, hi = hrange.range()
+        if not math.isfinite(lo) or not math.isfinite(hi):
+            lo, hi = 0.0, 1.0
+        result.height_qml = write_height_qml(staged["height_qml"], lo, hi, meta.height_unit)
+    if conf_out is not None:
+        result.confidence_tif = staged["confidence_tif"]
+        result.confidence_qml = write_confidence_qml(staged["confidence_qml"])
+    if preview:
+        from semimtl_geo.inference.preview import write_preview
+
+        result.preview = write_preview(
+            staged["preview"], input_path, src.bands, meta.classes,
+            result.class_tif, result.height_tif, meta.height_unit,
+        )
+    if vectorize and result.class_tif is None:
+        warnings.warn("--vectorize needs the 'seg' task; no polygons were written.",
+                      stacklevel=2)
+    if vectorize and result.class_tif is not None:
+        from semimtl_geo.inference.vectorize import vectorize_classes
+
+        result.vectors = vectorize_classes(
+            result.class_tif, staged["vectors"], meta.classes, result.height_tif
+        )
+    return result

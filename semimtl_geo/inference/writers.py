@@ -35,6 +35,7 @@ from rasterio.windows import Window
 
 from semimtl_geo.atomic import umask_mode
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
+from semimtl_geo.outputs import SOFTWARE
 
 #: Nodata value of height rasters (NaN nodata confuses some GIS tools).
 HEIGHT_NODATA = -9999.0
@@ -145,7 +146,7 @@ def class_raster(
     out.dst.set_band_description(1, "class")
     tags = {f"CLASS_{i}": name for i, name in enumerate(classes.names)}
     out.dst.update_tags(1, CLASS_NAMES=json.dumps(list(classes.names)), **tags)
-    out.dst.update_tags(CLASS_NAMES=json.dumps(list(classes.names)))
+    out.dst.update_tags(CLASS_NAMES=json.dumps(list(classes.names)), TIFFTAG_SOFTWARE=SOFTWARE)
     return out
 
 
@@ -158,6 +159,7 @@ def height_raster(
     out.dst.set_band_description(1, f"height ({unit})")
     out.dst.set_band_unit(1, unit)
     out.dst.update_tags(1, UNIT=unit)
+    out.dst.update_tags(TIFFTAG_SOFTWARE=SOFTWARE)
     return out
 
 

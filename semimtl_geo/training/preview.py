@@ -7,6 +7,7 @@ import numpy as np
 
 from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
+from semimtl_geo.outputs import SOFTWARE
 
 
 @dataclass
@@ -95,7 +96,7 @@ def save_preview(
     fig.tight_layout()
     try:
         with atomic_output(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=80)
+            fig.savefig(tmp, dpi=80, metadata={"Software": SOFTWARE})
     finally:
         plt.close(fig)
     return path
