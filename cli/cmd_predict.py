@@ -41,6 +41,14 @@ import click
               help="Also write <stem>_confidence.tif: the blended probability of the "
                    "predicted class in percent (uint8 0-100, nodata 255) with a QML ramp, to "
                    "mask uncertain areas.")
+@click.option("--rescale", type=click.Choice(["none", "minmax", "percentile"]), default=None,
+              help="Map inputs whose pixel type differs from the training pixels (the "
+                   "checkpoint records them, usually uint8 0-255): stretch each band's "
+                   "2-98 % percentiles or min-max to that range, or 'none' to use the values "
+                   "unchanged. Without it such inputs are refused.")
+@click.option("--scale", "value_scale", type=float, default=None,
+              help="Multiply input pixel values by F instead (e.g. 0.0625 for 12-bit data, "
+                   "255 for 0-1 reflectances), clipped to the training range.")
 def predict_cmd(
     inputs: tuple[str, ...],
     out_dir: Path,
@@ -57,6 +65,8 @@ def predict_cmd(
     resample: bool,
     preview: bool,
     confidence: bool,
+    rescale: str | None,
+    value_scale: float | None,
 ) -> None:
     """Predict classes and heights of rasters, on exactly each input's pixel grid.
 
@@ -123,6 +133,7 @@ def predict_cmd(
                         batch_size=batch_size, bands=bands, aoi=aoi, overwrite=overwrite,
                         vectorize=vectorize, resample=resample, preview=preview,
                         on_windows=bar.update, on_grid=set_total, confidence=confidence,
+                        rescale=rescale, value_scale=value_scale,
                     )
                 except UserError as exc:
                     tqdm.write(f"Error: {path}: {exc}", file=click.get_text_stream("stderr"))

@@ -14,7 +14,8 @@ A checkpoint holds a dict with the key ``"semimtl_geo"``::
         "height_unit": "m",
         "patch_size": 512, "overlap": 0.5,
         "ignore_index": 255,
-      },
+        "input_dtype": "uint8", "input_range": [0, 255],   # training pixels (absent in
+      },                                                  # older files: uint8 0-255)
       "config": {...resolved training config...},
       "state_dict": {...generator weights...},
     }
@@ -55,6 +56,11 @@ class ModelMeta:
     patch_size: int = 512
     overlap: float = 0.5
     ignore_index: int = IGNORE_INDEX
+    #: dtype and value range of the pixels the model was trained on; inputs of another
+    #: dtype are refused unless rescaled (:mod:`semimtl_geo.inference.scaling`).
+    #: Checkpoints written before these fields existed were all trained on uint8 0-255.
+    input_dtype: str = "uint8"
+    input_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -69,6 +75,8 @@ class ModelMeta:
             "patch_size": int(self.patch_size),
             "overlap": float(self.overlap),
             "ignore_index": int(self.ignore_index),
+            "input_dtype": str(self.input_dtype),
+            "input_range": [float(v) for v in self.input_range],
         }
 
     @classmethod
@@ -77,6 +85,9 @@ class ModelMeta:
         kwargs = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "classes" in kwargs:
             kwargs["classes"] = ClassTable.from_dict(kwargs["classes"])
+        if "input_range" in kwargs:
+            low, high = (float(v) for v in kwargs["input_range"])
+            kwargs["input_range"] = [low, high]
         return cls(**kwargs)
 
 

@@ -232,7 +232,10 @@ def scene(tmp_path_factory):
     four = tmp / "four_bands.tif"
     with rasterio.open(four, "w", **{**profile, "count": 4}, photometric="MINISBLACK") as ds:
         ds.write(np.zeros((4, 80, 96), np.uint8))
-    return {"ckpt": ckpt, "raster": raster, "four": four, "classes": classes}
+    wide = tmp / "sixteen_bit.tif"
+    with rasterio.open(wide, "w", **{**profile, "dtype": "uint16"}) as ds:
+        ds.write(np.random.default_rng(1).integers(0, 4096, (3, 80, 96), dtype=np.uint16))
+    return {"ckpt": ckpt, "raster": raster, "four": four, "wide": wide, "classes": classes}
 
 
 def qgis_process(qgis_env, *args, timeout=300):
@@ -254,7 +257,7 @@ def test_qgis_lists_the_algorithms(qgis_env):
     assert out.returncode == 0, out.stderr
     assert "semimtl-geo:predict\tPredict class and height" in out.stdout
     helped = qgis_process(qgis_env, "help", "semimtl-geo:predict")
-    for name in ("INPUT", "CHECKPOINT", "DEVICE", "BATCH_SIZE", "AOI", "VECTORIZE",
+    for name in ("INPUT", "CHECKPOINT", "DEVICE", "BATCH_SIZE", "AOI", "VECTORIZE", "RESCALE",
                  "OUTPUT_CLASS", "OUTPUT_HEIGHT", "OUTPUT_VECTOR", "SEMIMTL_CLI"):
         assert f"{name}:" in helped.stdout
 
@@ -401,3 +404,21 @@ def test_qgis_cancel_kills_the_cli_and_leaves_nothing(qgis_env, scene, tmp_path)
     assert result["progress"] and result["seconds"] < 10
     assert result["left"] == []
 
+
+
+@pytest.mark.qgis
+@needs_qgis
+def test_qgis_predict_other_pixel_types_need_the_input_values_choice(qgis_env, scene, tmp_path):
+    out = tmp_path / "out"
+    args = ["run", "semimtl-geo:predict", "--", f"INPUT={scene['wide']}",
+            f"CHECKPOINT={scene['ckpt']}", "DEVICE=cpu", f"OUTPUT_CLASS={out / 'classes.tif'}",
+            f"OUTPUT_HEIGHT={out / 'height.tif'}"]
+    refused = qgis_process(qgis_env, *args)
+    assert refused.returncode != 0
+    text = refused.stdout + refused.stderr
+    assert "holds uint16 values but the model was trained on uint8" in text
+    assert "Traceback" not in text
+    done = qgis_process(qgis_env, *args, "RESCALE=1")  # percentile stretch
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "--rescale percentile" in done.stdout
+    assert (out / "classes.tif").is_file() and (out / "height.tif").is_file()

@@ -14,6 +14,7 @@ from semimtl_geo.classes import IGNORE_INDEX
 from semimtl_geo.errors import UserError
 from semimtl_geo.inference.engine import BlendedRows, run_sliding_windows
 from semimtl_geo.inference.predictor import WindowPredictor
+from semimtl_geo.inference.scaling import array_sample, plan_mapping
 from semimtl_geo.inference.windows import make_grid
 
 
@@ -31,6 +32,8 @@ def predict_array(
     return_probs: bool = False,
     scale: float = 1.0,
     predictor: WindowPredictor | None = None,
+    rescale: str | None = None,
+    value_scale: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict a whole image with overlapping, Hann-blended windows.
 
@@ -54,6 +57,10 @@ def predict_array(
         return_probs: also return blended class probabilities (``K x H x W``, memory heavy).
         scale: input GSD / model GSD; windows are resized by it for the model and back.
         predictor: an existing runner to reuse (skips moving the model again).
+        rescale: ``none``, ``minmax`` or ``percentile`` for an image of another dtype than
+            the training pixels (:mod:`~semimtl_geo.inference.scaling`); ``None``
+            refuses such images.
+        value_scale: multiply the image values by this factor instead.
 
     Returns:
         ``"class"``: uint8 ``H x W``, 255 where invalid (if seg is predicted);
@@ -62,7 +69,8 @@ def predict_array(
         NaN where invalid (if height is predicted).
 
     Raises:
-        UserError: wrong band count or mask shape.
+        UserError: wrong band count or mask shape, an image dtype other than the training
+            pixels' without ``rescale``/``value_scale``.
 
     """
     meta = loaded.meta
@@ -83,6 +91,9 @@ def predict_array(
         raise UserError(
             f"The valid mask has shape {valid.shape}; it must match the image ({h}, {w})."
         )
+    mapping = plan_mapping(image.dtype, meta.input_dtype, meta.input_range, "The image",
+                           rescale, value_scale, lambda: array_sample(image, valid))
+    image = mapping.apply(image)
     grid = make_grid(
         h, w,
         int(patch_size if patch_size is not None else meta.patch_size),

@@ -1,7 +1,8 @@
 """Which files a ``predict`` input argument stands for: files, folders and glob patterns.
 
 A file named on the command line is taken as it is (a bad one fails with its own
-sentence), and so are GDAL paths and URLs (:mod:`semimtl_geo.inference.sources`). Folders (their files, not subfolders) and glob patterns take only:
+sentence), and so are GDAL paths and URLs (:mod:`semimtl_geo.inference.sources`).
+Folders (their files, not subfolders) and glob patterns take only:
 
 * rasters GDAL opens (``.txt``, ``.xml``, world files and the like are skipped);
 * files that are not semimtl-geo outputs: names ending like ``predict``'s outputs

@@ -27,6 +27,7 @@ from semimtl_geo.inference.predictor import WindowPredictor
 from semimtl_geo.inference.publish import OutputSet, family, remove_leftovers
 from semimtl_geo.inference.qml import write_class_qml, write_confidence_qml, write_height_qml
 from semimtl_geo.inference.raster_io import RasterInput, open_input
+from semimtl_geo.inference.scaling import ValueMapping, plan_mapping, raster_sample
 from semimtl_geo.inference.sources import is_gdal_path, source_name, source_stem, to_gdal_path
 from semimtl_geo.inference.windows import make_grid
 from semimtl_geo.inference.writers import (
@@ -184,6 +185,8 @@ def predict_raster(
     on_windows: Callable[[int], None] | None = None,
     on_grid: Callable[[int], None] | None = None,
     confidence: bool = False,
+    rescale: str | None = None,
+    value_scale: float | None = None,
 ) -> RasterOutputs:
     """Predict one raster and write its outputs on exactly the input grid.
 
@@ -210,6 +213,10 @@ def predict_raster(
         on_grid: called once with the number of windows of this raster.
         confidence: also write ``<stem>_confidence.tif``: the blended probability of
             the predicted class, uint8 percent 0-100 (nodata 255), with a QML ramp.
+        rescale: ``none``, ``minmax`` or ``percentile``: how input values of another
+            dtype than the training pixels are mapped to their range
+            (:mod:`~semimtl_geo.inference.scaling`); ``None`` refuses such inputs.
+        value_scale: multiply input values by this factor instead (``--scale``).
 
     Returns:
         The published paths.
@@ -232,13 +239,19 @@ def predict_raster(
     check_outputs_free(out_dir, stem, overwrite)
     src: RasterInput = open_input(input_path, predictor.in_channels, list(meta.bands), bands, aoi)
     try:
+        mapping = plan_mapping(
+            src.src.dtypes[src.bands[0] - 1], meta.input_dtype, meta.input_range,
+            name, rescale, value_scale, lambda: raster_sample(src),
+        )
+        if not mapping.identity:
+            warnings.warn(f"'{name}' values are {mapping.description}.", stacklevel=2)
         for leftover in remove_leftovers(out_dir, stem):
             warnings.warn(f"Removed '{leftover.name}', left in '{out_dir}' by an interrupted run.",
                           stacklevel=2)
         with OutputSet(out_dir, stem) as outputs:
             result = _predict_into(predictor, src, input_path, name, outputs, paths, patch_size,
                                    overlap, batch_size, vectorize, resample, preview, confidence,
-                                   on_windows, on_grid)
+                                   on_windows, on_grid, mapping)
             written = [key for key in paths if getattr(result, key) is not None]
             outputs.publish([paths[key] for key in written])
         for key in written:
@@ -262,12 +275,15 @@ def gdal_reason(exc: BaseException) -> str:
     return (messages[-1] if messages else type(exc).__name__)[:160]
 
 
-def _reader(src: RasterInput, name: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
-    """``src.read_strip`` that reports a damaged block as one sentence."""
+def _reader(
+    src: RasterInput, name: str, mapping: ValueMapping
+) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """``src.read_strip`` on the model's value scale; a damaged block is one sentence."""
 
     def read_strip(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return src.read_strip(y0, y1)
+            pixels, valid = src.read_strip(y0, y1)
+            return mapping.apply(pixels), valid
         except (RasterioError, OSError) as exc:
             raise UserError(
                 f"'{name}' has unreadable data in rows {y0} to {y1 - 1} ({gdal_reason(exc)}); "
@@ -293,6 +309,7 @@ def _predict_into(
     confidence: bool,
     on_windows: Callable[[int], None] | None,
     on_grid: Callable[[int], None] | None,
+    mapping: ValueMapping,
 ) -> RasterOutputs:
     """Write every output of one input into the staging folder of ``outputs``.
 
@@ -336,8 +353,8 @@ def _predict_into(
             if conf_out is not None and rows.probs is not None:
                 conf_out.write_rows(rows.row_start, confidence_to_file(rows.probs, rows.valid))
 
-        run_sliding_windows(grid, _reader(src, name), predictor, sink, batch_size=batch_size,
-                            keep_probs=confidence, on_windows=on_windows)
+        run_sliding_windows(grid, _reader(src, name, mapping), predictor, sink,
+                            batch_size=batch_size, keep_probs=confidence, on_windows=on_windows)
         for writer in writers:
             writer.commit()
     except BaseException as exc:

@@ -187,6 +187,15 @@ class PredictAlgorithm(CliAlgorithm):
     OUTPUT_VECTOR = "OUTPUT_VECTOR"
 
     TASK_CHOICES = ("All tasks of the checkpoint", "Classes only", "Height only")
+    RESCALE = "RESCALE"
+    #: (label, ``--rescale`` value or None) for rasters whose pixel type differs from the
+    #: training pixels the checkpoint records (usually 8-bit 0-255).
+    RESCALE_CHOICES = (
+        ("As trained (refuse other pixel types)", None),
+        ("Stretch each band's 2-98 % percentiles to the training range", "percentile"),
+        ("Stretch each band's min-max to the training range", "minmax"),
+        ("Use the values unchanged", "none"),
+    )
 
     def name(self) -> str:
         """Algorithm id (``semimtlgeo:predict``)."""
@@ -203,7 +212,10 @@ class PredictAlgorithm(CliAlgorithm):
             "'semimtl-geo predict'. Outputs a class raster (styled with the checkpoint's class "
             "names and colours), a height raster in metres (pseudocolour), and optionally class "
             "polygons. Outputs have the input's CRS and pixel grid. The input's bands must be "
-            "those the model was trained on, in the same order (e.g. IR, R, G for ISPRS).\n\n"
+            "those the model was trained on, in the same order (e.g. IR, R, G for ISPRS). A "
+            "raster of another pixel type than the training pixels (e.g. 16-bit or 0-1 "
+            "reflectance for an 8-bit model) is refused unless 'Input values' says how to "
+            "map it.\n\n"
             "The command runs in the Python environment where semimtl-geo is installed; set its "
             "'semimtl-geo' executable in Processing > Options > Providers > semimtl-geo if it is "
             "not on PATH."
@@ -230,6 +242,10 @@ class PredictAlgorithm(CliAlgorithm):
         ))
         self.addParameter(QgsProcessingParameterEnum(
             self.TASKS, "Tasks", options=list(self.TASK_CHOICES), defaultValue=0,
+        ))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.RESCALE, "Input values", options=[c[0] for c in self.RESCALE_CHOICES],
+            defaultValue=0,
         ))
         self.addParameter(QgsProcessingParameterBoolean(
             self.VECTORIZE, "Vectorize the class raster into polygons", defaultValue=False,
@@ -299,6 +315,10 @@ class PredictAlgorithm(CliAlgorithm):
                 args += ["--aoi", aoi]
             if vectorize:
                 args.append("--vectorize")
+            rescale = self.RESCALE_CHOICES[self.parameterAsEnum(parameters, self.RESCALE,
+                                                                 context)][1]
+            if rescale:
+                args += ["--rescale", rescale]
             self.run_command(args, parameters, context, feedback)
             return self._collect(work, Path(source).stem, class_dst, height_dst, vector_dst,
                                  context, feedback)

@@ -131,6 +131,16 @@ def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -
                 f"Datasets '{seg_roles[0].name}' and '{role.name}' have different class tables; "
                 "segmentation labels must share one class list."
             )
+    for role in roles[1:]:
+        info = infos[role.name]
+        if (info.input_dtype, tuple(info.input_range)) != (
+            first.input_dtype, tuple(first.input_range)
+        ):
+            raise UserError(
+                f"Datasets '{roles[0].name}' ({first.input_dtype} {first.input_range}) and "
+                f"'{role.name}' ({info.input_dtype} {info.input_range}) have different pixel "
+                "value ranges; prepare them with the same pixel type."
+            )
     height_roles = [r for r in roles if "height" in r.labelled]
     scale_info = infos[height_roles[0].name] if height_roles else first
     n = len(first.bands)
@@ -152,6 +162,8 @@ def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -
         height_unit=scale_info.height_unit,
         patch_size=cfg.eval.patch_size,
         overlap=cfg.eval.overlap,
+        input_dtype=first.input_dtype,
+        input_range=[float(v) for v in first.input_range],
     )
 
 

@@ -12,8 +12,10 @@ Each kind is a :class:`DatasetKind` with three functions, all taking the dataset
 free-form ``options``):
 
 * ``describe(spec) -> KindInfo``: class table, band names, per-band mean/std (on pixel
-  values / 255), GSD and ``height_scale`` (metres per unit of the normalised training
-  height, i.e. what the loader's ``"height"`` must be multiplied by to get metres).
+  values / 255), GSD, ``height_scale`` (metres per unit of the normalised training
+  height, i.e. what the loader's ``"height"`` must be multiplied by to get metres) and
+  the dtype and value range of the raw pixels (uint8 0-255 unless stated), which the
+  checkpoint records so inference can refuse or rescale inputs of another kind.
 * ``train_loader(spec, request) -> Iterable[dict]``: exactly ``request.num_batches``
   batches of training sample dicts (``"image"`` float32 ``B x C x h x w`` normalised with
   ``request.mean/std``; ``"mask"`` int64 ``B x h x w``, 255 = ignore; ``"height"`` float32
@@ -61,6 +63,8 @@ class KindInfo:
     gsd: float | None
     height_scale: float = 1.0
     height_unit: str = "m"
+    input_dtype: str = "uint8"
+    input_range: tuple[float, float] = (0.0, 255.0)
 
 
 @dataclass(frozen=True)
