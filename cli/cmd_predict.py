@@ -116,9 +116,9 @@ def predict_cmd(
         for path in files_bar:
             stem = source_stem(path)
             if stem in stems:
-                click.echo(f"Error: '{path}' has the same name as '{stems[stem]}' and would "
+                tqdm.write(f"Error: '{path}' has the same name as '{stems[stem]}' and would "
                            "overwrite its outputs; rename one or predict them separately.",
-                           err=True)
+                           file=click.get_text_stream("stderr"))
                 failures += 1
                 continue
             stems[stem] = path

@@ -721,10 +721,17 @@ def prepare_isprs(potsdam: str | Path | None, vaihingen: str | Path | None, out:
                 f"fix --{dataset}-height-scale."
             )
     out = check_output_dir(Path(out))
-    out.mkdir(parents=True, exist_ok=True)
+    given = {"potsdam": potsdam, "vaihingen": vaihingen}
+    for dataset, ids in (opts.tiles or {}).items():
+        if ids and given.get(dataset) is None:
+            raise UserError(
+                f"--tiles {', '.join(ids)} name{'s' if len(ids) == 1 else ''} {dataset} tiles "
+                f"but --{dataset} was not given; pass the {dataset} download folder too or "
+                "drop those ids."
+            )
 
     plans: list[tuple[str, Path, list[TileJob], dict[str, Any]]] = []
-    for dataset, root in (("potsdam", potsdam), ("vaihingen", vaihingen)):
+    for dataset, root in given.items():
         if root is None:
             continue
         root = Path(root)
@@ -733,10 +740,18 @@ def prepare_isprs(potsdam: str | Path | None, vaihingen: str | Path | None, out:
         jobs, info = builder(index, root, opts, out)
         if not jobs:
             raise UserError(f"No {dataset} tiles selected under '{root}'; check the --tiles ids.")
+        wanted = (opts.tiles or {}).get(dataset) or []
+        missing = sorted(set(wanted) - {j.tile for j in jobs})
+        if missing:
+            raise UserError(
+                f"Tile id(s) {', '.join(missing)} are not in the {dataset} download under "
+                f"'{root}'; check the --tiles ids."
+            )
         info["archives"] = index.zips
         plans.append((dataset, root, jobs, info))
     for dataset, _, _, _ in plans:
         _check_output(out, dataset, opts.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
 
     all_jobs = [j for _, _, jobs, _ in plans for j in jobs]
     results: list[TileResult] = []

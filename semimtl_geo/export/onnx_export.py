@@ -33,7 +33,19 @@ from semimtl_geo.outputs import check_output_file
 #: ONNX opset of the exported graphs (onnxruntime >= 1.12 and Deepness's runtime read it).
 DEFAULT_OPSET = 17
 
+#: Oldest opset the graphs export to (bilinear ``Resize`` as PyTorch computes it).
+MIN_OPSET = 11
+
 OUTPUT_NAMES = {"seg": "probabilities", "height": "height"}
+
+
+def max_opset() -> int:
+    """Newest ONNX opset this PyTorch exports."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # a private module; fall back to a version every torch >= 2.1 has
+        return 18
+    return int(ONNX_MAX_OPSET)
 
 # Parity limits: probabilities are in [0, 1]; height is compared relative to its range.
 _SEG_ATOL = 1e-4
@@ -198,6 +210,11 @@ def export_onnx(
 
     """
     _check_import()
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UserError(
+            f"ONNX opset {opset} is not supported; pass --opset between {MIN_OPSET} and "
+            f"{max_opset()} (default {DEFAULT_OPSET})."
+        )
     loaded = load_model_checkpoint(checkpoint)
     available = tuple(loaded.model.tasks)
     wanted = normalise_tasks(tasks) if tasks is not None else available

@@ -93,7 +93,7 @@ def build_encoder(
             raise UserError(
                 f"Could not fetch ImageNet weights for encoder '{name}' ({type(exc).__name__}); "
                 "with no network, pass a local weights file instead, e.g. "
-                "--encoder-weights /path/to/resnet101.pth."
+                "model.encoder_weights=/path/to/resnet101.pth (or null for random weights)."
             ) from None
     path = Path(weights)
     if not path.is_file():

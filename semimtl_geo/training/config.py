@@ -33,6 +33,12 @@ PRECISIONS: tuple[str, ...] = ("auto", "32-true", "bf16-mixed", "16-mixed")
 Method = Literal["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]
 METHODS: tuple[str, ...] = get_args(Method)
 BASE_KEY = "_base_"
+#: Encoder output strides (8 and 16 dilate the last stages, 32 is the plain encoder).
+OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
+#: ``trainer.precision`` values (``auto``: bf16 autocast on a GPU, fp32 on the CPU).
+PRECISIONS: tuple[str, ...] = (
+    "auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+)
 #: Lightning accelerators a run can ask for (``trainer.accelerator``).
 ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -335,8 +341,11 @@ def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise UserError(
-            f"Config file '{path}' is not valid YAML ({exc}).".replace("\n", " ")
+            f"Config file '{path}' is not valid YAML ({where}{problem}); fix it there."
         ) from None
     if not isinstance(data, dict):
         raise UserError(
@@ -464,6 +473,16 @@ def validate(cfg: TrainConfig) -> None:
     ):
         if value <= 0:
             raise UserError(f"Config key '{key}' must be positive, got {value}.")
+    if cfg.model.output_stride not in OUTPUT_STRIDES:
+        raise UserError(
+            f"Config key 'model.output_stride' must be one of "
+            f"{', '.join(map(str, OUTPUT_STRIDES))}, got {cfg.model.output_stride}."
+        )
+    if cfg.trainer.precision not in PRECISIONS:
+        raise UserError(
+            f"Config key 'trainer.precision' must be one of {', '.join(PRECISIONS)}, "
+            f"got {cfg.trainer.precision!r}."
+        )
     if cfg.trainer.accelerator not in ACCELERATORS:
         raise UserError(
             f"Config key 'trainer.accelerator' must be one of {', '.join(ACCELERATORS)}, "
