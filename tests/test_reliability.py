@@ -6,7 +6,6 @@ or lost work) and failed before the fix.
 
 import errno
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +15,7 @@ import pytest
 import rasterio
 import torch
 import yaml
+from _cli_text import without_logging_errors
 from _predict_helpers import textured, tiny_checkpoint, write_raster
 from affine import Affine
 
@@ -41,9 +41,7 @@ def toy_kind():
 
 
 def _one_sentence(err: str, *needles: str) -> None:
-    # Lightning's log handler may still point at an earlier test's captured stream; the
-    # "--- Logging error ---" report that causes is pytest's capture, not our output.
-    err = re.sub(r"--- Logging error ---.*?Arguments: [^\n]*\n", "", err, flags=re.S)
+    err = without_logging_errors(err)
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("Error:")]
     assert lines, err
