@@ -37,6 +37,18 @@ def _model(path: Path, classes: ClassTable, tasks: tuple[str, ...], config: dict
     return save_model_checkpoint(path, model, meta, config)
 
 
+def _mismatch(path: Path) -> Path:
+    """A checkpoint whose model description (7 classes) does not match its weights (6)."""
+    from semimtl_geo.checkpoint import CHECKPOINT_KEY, checkpoint_payload
+    from semimtl_geo.checkpoint_file import write_checkpoint_file
+
+    model = MultiTaskNet("resnet18", in_channels=3, num_classes=6, tasks=("seg", "height"),
+                         encoder_weights=None, output_stride=32)
+    payload = checkpoint_payload(model, ModelMeta(bands=["IR", "R", "G"]), {})
+    payload["model"]["num_classes"] = 7
+    return write_checkpoint_file({CHECKPOINT_KEY: payload}, path)
+
+
 def _damaged(path: Path) -> Path:
     profile = dict(driver="GTiff", width=128, height=128, count=3, dtype="uint8",
                    crs="EPSG:32633", transform=Affine(0.09, 0, 500000, 0, -0.09, 5800000),
@@ -95,6 +107,13 @@ def build_sandbox(root: Path) -> Path:
         yaml.safe_load((REPO / "configs" / "isprs.yaml").read_text())))
     shutil.copy(root / "model.pt", old / "model.pt")
     (root / "runs" / "empty").mkdir()
+    for name, data in (("broken", (root / "model.pt").read_bytes()[:5000]),
+                       ("foreign", (root / "model.pt").read_bytes())):
+        run = root / "runs" / name
+        (run / "checkpoints").mkdir(parents=True)
+        shutil.copy(old / "config.yaml", run / "config.yaml")
+        (run / "checkpoints" / "last.ckpt").write_bytes(data)
+    _mismatch(root / "mismatch.pt")
 
     synthesize_isprs(root / "raw", size_potsdam=64, size_vaihingen=48, tiles_potsdam=1,
                      tiles_vaihingen=1)
