@@ -28,6 +28,7 @@ import torch
 from semimtl_geo.checkpoint import CHECKPOINT_KEY, load_model_checkpoint
 from semimtl_geo.checkpoint_file import sniff, write_checkpoint_file
 from semimtl_geo.errors import UserError
+from semimtl_geo.outputs import check_output_file
 
 #: Printed by the CLI before anything is read.
 TRUST_WARNING = (
@@ -119,6 +120,7 @@ def convert_checkpoint(
         raise UserError(f"Checkpoint '{src}' does not exist; pass the file to convert.")
     if dst.exists() and not overwrite:
         raise UserError(f"'{dst}' already exists; pass --overwrite or choose another -o path.")
+    check_output_file(dst, "Converted checkpoint")
     kind = sniff(src)
     if kind == "safetensors":
         raise UserError(

@@ -49,6 +49,17 @@ def _mismatch(path: Path) -> Path:
     return write_checkpoint_file({CHECKPOINT_KEY: payload}, path)
 
 
+def _legacy(path: Path) -> Path:
+    """A checkpoint in the pickled format of earlier semimtl-geo versions."""
+    from semimtl_geo.checkpoint import CHECKPOINT_KEY, checkpoint_payload
+
+    model = MultiTaskNet("resnet18", in_channels=3, num_classes=6, tasks=("seg", "height"),
+                         encoder_weights=None, output_stride=32)
+    torch.save({CHECKPOINT_KEY: checkpoint_payload(model, ModelMeta(bands=["IR", "R", "G"]),
+                                                   {})}, path)
+    return path
+
+
 def _damaged(path: Path) -> Path:
     profile = dict(driver="GTiff", width=128, height=128, count=3, dtype="uint8",
                    crs="EPSG:32633", transform=Affine(0.09, 0, 500000, 0, -0.09, 5800000),
@@ -114,6 +125,7 @@ def build_sandbox(root: Path) -> Path:
         shutil.copy(old / "config.yaml", run / "config.yaml")
         (run / "checkpoints" / "last.ckpt").write_bytes(data)
     _mismatch(root / "mismatch.pt")
+    _legacy(root / "legacy.pt")
 
     synthesize_isprs(root / "raw", size_potsdam=64, size_vaihingen=48, tiles_potsdam=1,
                      tiles_vaihingen=1)
