@@ -163,8 +163,9 @@ def test_nodata_only_where_every_band_is_nodata(tmp_path, dtype, nodata):
     np.testing.assert_array_equal(valid, expected)
     # end to end: outputs are nodata exactly there, and nodata never reaches the model
     loaded = stub_loaded()
+    # float pixels on the 0-255 scale of the (uint8) model: fed unchanged on request
     result = predict_raster(WindowPredictor(loaded), path, tmp_path / "out", preview=False,
-                            patch_size=64)
+                            patch_size=64, rescale="none")
     with rasterio.open(result.class_tif) as c, rasterio.open(result.height_tif) as h:
         cls, hgt = c.read(1), h.read(1)
     np.testing.assert_array_equal(cls == 255, ~expected)
