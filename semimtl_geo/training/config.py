@@ -35,10 +35,6 @@ METHODS: tuple[str, ...] = get_args(Method)
 BASE_KEY = "_base_"
 #: Encoder output strides (8 and 16 dilate the last stages, 32 is the plain encoder).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
-#: ``trainer.precision`` values (``auto``: bf16 autocast on a GPU, fp32 on the CPU).
-PRECISIONS: tuple[str, ...] = (
-    "auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
-)
 #: Lightning accelerators a run can ask for (``trainer.accelerator``).
 ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -477,11 +473,6 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(
             f"Config key 'model.output_stride' must be one of "
             f"{', '.join(map(str, OUTPUT_STRIDES))}, got {cfg.model.output_stride}."
-        )
-    if cfg.trainer.precision not in PRECISIONS:
-        raise UserError(
-            f"Config key 'trainer.precision' must be one of {', '.join(PRECISIONS)}, "
-            f"got {cfg.trainer.precision!r}."
         )
     if cfg.trainer.accelerator not in ACCELERATORS:
         raise UserError(
