@@ -183,6 +183,7 @@ def confidence_raster(
     out.dst.set_band_description(1, "confidence (%)")
     out.dst.set_band_unit(1, "%")
     out.dst.update_tags(1, UNIT="%", DEFINITION="blended probability of the predicted class")
+    out.dst.update_tags(TIFFTAG_SOFTWARE=SOFTWARE)
     return out
 
 
