@@ -78,7 +78,9 @@ def test_a_replaced_set_keeps_nothing_of_the_old_one(tmp_path, ckpt, capsys):
     image = write_raster(tmp_path / "a.tif", textured(48, 48))
     out = tmp_path / "out"
     assert main(["predict", str(image), "-o", str(out), "--checkpoint", str(ckpt), *FAST,
-                 "--vectorize"]) == 0
+                 "--vectorize", "--confidence"]) == 0
+    assert {"a_classes.gpkg", "a_confidence.tif", "a_confidence.qml"} <= {
+        p.name for p in out.iterdir()}
     # another subset of the same input's outputs is still a replacement of its set
     assert main(["predict", str(image), "-o", str(out), "--checkpoint", str(ckpt), *FAST,
                  "--tasks", "height", "--no-preview"]) == 1
