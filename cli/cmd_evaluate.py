@@ -1,5 +1,6 @@
 """``semimtl-geo evaluate``: full-tile metrics in the layout of the paper's Table 2."""
 
+import math
 from pathlib import Path
 
 import click
@@ -85,6 +86,8 @@ def evaluate_cmd(
     )
 
     check_report_path(out)  # before the evaluation, not after it
+    if min_height is not None and not math.isfinite(min_height):
+        raise UserError(f"--min-height must be a number of metres, got {min_height}.")
     root_map = {}
     for item in roots:
         if "=" not in item:

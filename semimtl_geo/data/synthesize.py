@@ -684,6 +684,11 @@ def synthesize_isprs(out: str | Path, *, size_potsdam: int = 800, size_vaihingen
     from semimtl_geo.errors import UserError
     from semimtl_geo.outputs import check_output_dir
 
+    if not tiles_potsdam and not tiles_vaihingen:
+        raise UserError(
+            "Nothing to synthesize: both tile counts are 0; pass --tiles-potsdam and/or "
+            "--tiles-vaihingen of 1 or more."
+        )
     out = check_output_dir(out)
     if not overwrite:
         for dataset, count in (("potsdam", tiles_potsdam), ("vaihingen", tiles_vaihingen)):

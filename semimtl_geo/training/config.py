@@ -469,6 +469,8 @@ def validate(cfg: TrainConfig) -> None:
     ):
         if value <= 0:
             raise UserError(f"Config key '{key}' must be positive, got {value}.")
+    if not 0 <= cfg.seed < 2**32:
+        raise UserError(f"Config key 'seed' must be in [0, 2**32), got {cfg.seed}.")
     if cfg.model.output_stride not in OUTPUT_STRIDES:
         raise UserError(
             f"Config key 'model.output_stride' must be one of "
