@@ -34,6 +34,7 @@ def predict_array(
     predictor: WindowPredictor | None = None,
     rescale: str | None = None,
     value_scale: float | None = None,
+    engine: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Predict a whole image with overlapping, Hann-blended windows.
 
@@ -61,6 +62,8 @@ def predict_array(
             the training pixels (:mod:`~semimtl_geo.inference.scaling`); ``None``
             refuses such images.
         value_scale: multiply the image values by this factor instead.
+        engine: numeric engine of a new runner (``"auto"``, ``"eager"``, ``"bf16"``...,
+            see :mod:`semimtl_geo.inference.engines`); ignored with ``predictor``.
 
     Returns:
         ``"class"``: uint8 ``H x W``, 255 where invalid (if seg is predicted);
@@ -74,7 +77,7 @@ def predict_array(
 
     """
     meta = loaded.meta
-    runner = predictor or WindowPredictor(loaded, device=device, tasks=tasks)
+    runner = predictor or WindowPredictor(loaded, device=device, tasks=tasks, engine=engine)
     if image.ndim == 2:
         image = image[None]
     if image.ndim != 3 or image.shape[0] != runner.in_channels:

@@ -8,11 +8,20 @@ finalised (argmax, weighted mean), handed to a sink, and the band is shifted up.
 is therefore ``O(win_h x width)``, independent of the raster height, and the caller's
 sink decides whether rows go to an array or straight to a GeoTIFF.
 
+Everything between the raw pixels and the finished rows runs in torch on the
+predictor's device: the strip of input rows is uploaded once (as read, e.g. uint8), the
+windows are cut from it there, normalised, run through the network, soft-maxed, weighted
+and accumulated there; on CUDA the accumulators never leave the GPU and only finished
+rows (uint8 classes, float32 heights) come back. Each input row is read and uploaded
+once: consecutive window rows overlap, so only the rows the next window row adds are
+read (in a background thread, while the current row runs through the model). Class
+sums are stored pixel-major (``H x W x K`` in memory) so the per-pixel arg-max reads
+contiguous memory.
+
 Nodata pixels (``valid == False``) are filled with the band means (the raw value that
 normalises to 0) before the model sees them, so nodata never reaches the model as
 zeros; they come out as class 255 and height NaN. Windows with no valid pixel are
-skipped. While one window row runs through the model, the next strip is read in a
-background thread.
+skipped.
 """
 
 from collections.abc import Callable
@@ -20,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from semimtl_geo.classes import IGNORE_INDEX
 from semimtl_geo.inference.blending import hann_2d
@@ -44,20 +54,33 @@ class BlendedRows:
 RowSink = Callable[[BlendedRows], None]
 
 
-def _fill_invalid(strip: np.ndarray, valid: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    if valid.all():
-        return strip
-    strip = strip.copy()
-    invalid = ~valid
-    for band in range(strip.shape[0]):
-        value = fill[band]
-        if np.issubdtype(strip.dtype, np.integer):
-            info = np.iinfo(strip.dtype)
-            value = np.clip(np.rint(value), info.min, info.max)
-        strip[band][invalid] = value
-    return strip
+def _fill_tensor(fill: np.ndarray, dtype: np.dtype, device: torch.device) -> torch.Tensor:
+    """Per-band fill values (``C x 1 x 1``) in the strip's dtype (rounded for integers)."""
+    values = fill.astype(np.float64)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return torch.from_numpy(values.astype(dtype)).view(-1, 1, 1).to(device)
 
 
+def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def _read_plan(grid: WindowGrid) -> list[tuple[int, int]]:
+    """Rows each window row adds to the previous strip (each raster row read once)."""
+    plan, held_stop = [], 0
+    for row in grid.row_starts:
+        stop = min(row + grid.win_h, grid.height)
+        plan.append((max(row, held_stop), stop))
+        held_stop = stop
+    return plan
+
+
+@torch.inference_mode()
 def run_sliding_windows(
     grid: WindowGrid,
     read_strip: StripReader,
@@ -72,7 +95,8 @@ def run_sliding_windows(
 
     Args:
         grid: the window grid (see :func:`semimtl_geo.inference.windows.make_grid`).
-        read_strip: returns raw pixels and the valid mask of a band of full-width rows.
+        read_strip: returns raw pixels and the valid mask of a band of full-width rows;
+            called once per window row with only the rows not read before, top to bottom.
         predictor: the batched model runner.
         sink: receives each finished band of rows, in order, exactly once.
         batch_size: windows per model call.
@@ -80,73 +104,90 @@ def run_sliding_windows(
         on_windows: called with the number of windows just done (progress bars).
 
     """
+    dev = predictor.device
     tasks = predictor.tasks
     seg, hgt = "seg" in tasks, "height" in tasks
     width, win_h, win_w = grid.width, grid.win_h, grid.win_w
-    weight = hann_2d(win_h, win_w)
-    acc_w = np.zeros((win_h, width), np.float32)
-    acc_p = np.zeros((predictor.num_classes, win_h, width), np.float32) if seg else None
-    acc_h = np.zeros((win_h, width), np.float32) if hgt else None
+    weight = torch.from_numpy(hann_2d(win_h, win_w)).to(dev)
+    acc_w = torch.zeros((win_h, width), dtype=torch.float32, device=dev)
+    # pixel-major class sums: logical K x h x W, memory h x W x K
+    acc_pm = (torch.zeros((win_h, width, predictor.num_classes), dtype=torch.float32,
+                          device=dev) if seg else None)
+    acc_p = acc_pm.permute(2, 0, 1) if acc_pm is not None else None
+    acc_h = torch.zeros((win_h, width), dtype=torch.float32, device=dev) if hgt else None
     rows = grid.row_starts
+    plan = _read_plan(grid)
+    fill: torch.Tensor | None = None
+    strip: torch.Tensor | None = None  # C x win_h x W on the device, nodata filled
+    valid = np.zeros((0, width), bool)  # the strip's valid mask (host)
+    valid_dev: torch.Tensor | None = None
 
-    def flush(row: int, count: int, valid: np.ndarray) -> None:
-        valid = valid[:count] & (acc_w[:count] > 0)
-        out = BlendedRows(row_start=row, valid=valid)
+    def flush(row: int, count: int) -> None:
+        wsum = acc_w[:count]
+        ok = valid_dev[:count] & (wsum > 0)
+        out = BlendedRows(row_start=row, valid=ok.cpu().numpy())
         if seg:
-            cls = np.argmax(acc_p[:, :count], axis=0).astype(np.uint8)
-            cls[~valid] = IGNORE_INDEX
-            out.classes = cls
+            cls = acc_p[:, :count].argmax(0).to(torch.uint8)
+            cls.masked_fill_(~ok, IGNORE_INDEX)
+            out.classes = cls.cpu().numpy()
             if keep_probs:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    probs = acc_p[:, :count] / acc_w[:count]
-                probs[:, ~valid] = np.nan
-                out.probs = probs.astype(np.float32)
+                probs = (acc_p[:, :count] / wsum).contiguous()
+                probs.masked_fill_(~ok, float("nan"))
+                out.probs = probs.cpu().numpy()
         if hgt:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                height = acc_h[:count] / acc_w[:count]
-            height[~valid] = np.nan
-            out.height = height.astype(np.float32)
+            height = acc_h[:count] / wsum
+            height.masked_fill_(~ok, float("nan"))
+            out.height = height.cpu().numpy()
         sink(out)
 
     def shift(step: int) -> None:
-        for acc in (acc_w, acc_h):
-            if acc is not None:
-                acc[: win_h - step] = acc[step:]
-                acc[win_h - step:] = 0
-        if acc_p is not None:
-            acc_p[:, : win_h - step] = acc_p[:, step:]
-            acc_p[:, win_h - step:] = 0
+        keep = win_h - step
+        for acc in (acc_w, acc_h, acc_pm):
+            if acc is None:
+                continue
+            if keep > 0:
+                src = acc[step:]
+                acc[:keep] = src.clone() if step < keep else src  # no overlapping copy
+            acc[keep:] = 0
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semimtl-read") as pool:
-        pending = pool.submit(read_strip, rows[0], rows[0] + win_h)
+        pending = pool.submit(read_strip, *plan[0])
         for k, row in enumerate(rows):
-            pixels, valid = pending.result()
+            new_pixels, new_valid = pending.result()
             if k + 1 < len(rows):
-                pending = pool.submit(read_strip, rows[k + 1], rows[k + 1] + win_h)
-            pixels = _fill_invalid(pixels, valid, predictor.fill_values)
-            cols = [c for c in grid.col_starts if valid[:, c:c + win_w].any()]
+                pending = pool.submit(read_strip, *plan[k + 1])
+            new = _upload(new_pixels, dev)
+            if not new_valid.all():
+                if fill is None:
+                    fill = _fill_tensor(predictor.fill_values, new_pixels.dtype, dev)
+                new = torch.where(_upload(new_valid, dev)[None], new, fill)
+            start = plan[k][0] - row  # rows of the previous strip still in this one
+            if strip is None or start == 0:
+                strip, valid = new, new_valid
+            else:
+                strip = torch.cat([strip[:, -start:], new], dim=1)
+                valid = np.concatenate([valid[-start:], new_valid])
+            valid_dev = _upload(valid, dev)
+            covered = valid.any(axis=0)
+            cols = [c for c in grid.col_starts if covered[c:c + win_w].any()]
             skipped = len(grid.col_starts) - len(cols)
             if skipped and on_windows:
                 on_windows(skipped)
             for b in range(0, len(cols), batch_size):
                 chunk = cols[b:b + batch_size]
-                batch = np.stack([pixels[:, :, c:c + win_w] for c in chunk])
-                result = predictor(batch, grid)
+                batch = torch.stack([strip[:, :, c:c + win_w] for c in chunk])
+                result = predictor.forward_windows(batch, grid)
                 for i, c in enumerate(chunk):
                     acc_w[:, c:c + win_w] += weight
                     if seg:
-                        probs = result["probs"][i]
-                        probs *= weight  # in place: the runner's output is ours to reuse
-                        acc_p[:, :, c:c + win_w] += probs
+                        acc_p[:, :, c:c + win_w].addcmul_(result["probs"][i], weight)
                     if hgt:
-                        height = result["height"][i]
-                        height *= weight
-                        acc_h[:, c:c + win_w] += height
+                        acc_h[:, c:c + win_w].addcmul_(result["height"][i], weight)
                 if on_windows:
                     on_windows(len(chunk))
             if k + 1 < len(rows):
                 step = rows[k + 1] - row
-                flush(row, step, valid)
+                flush(row, step)
                 shift(step)
             else:
-                flush(row, grid.height - row, valid)
+                flush(row, grid.height - row)

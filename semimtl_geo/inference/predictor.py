@@ -1,10 +1,13 @@
 """Batched model runner: raw pixel windows in, class probabilities and metres out.
 
 The runner applies the checkpoint's normalisation (``(pixel / 255 - mean) / std``,
-:class:`semimtl_geo.checkpoint.ModelMeta`), maps windows to the model size (padding or
-resizing, see :mod:`semimtl_geo.inference.windows`), runs the network and maps the
-outputs back to the window. On CUDA it uses bf16 autocast and channels-last memory
-format; on CPU it runs in float32.
+:class:`semimtl_geo.checkpoint.ModelMeta`, computed as one fused ``pixel * a + b`` on the
+device), maps windows to the model size (padding or resizing, see
+:mod:`semimtl_geo.inference.windows`), runs the network with the chosen numeric engine
+(:mod:`semimtl_geo.inference.engines`: bf16 autocast and channels-last on CUDA and on
+CPUs with native bf16, ONNX Runtime on other CPUs, or forced with ``engine=``), and maps
+the outputs back to the window. Everything stays on the predictor's device:
+:meth:`WindowPredictor.forward_windows` takes and returns tensors there.
 """
 
 from collections.abc import Sequence
@@ -15,6 +18,7 @@ import torch.nn.functional as F
 
 from semimtl_geo.checkpoint import LoadedModel
 from semimtl_geo.errors import UserError
+from semimtl_geo.inference.engines import Engine, resolve_engine
 from semimtl_geo.inference.windows import WindowGrid
 
 
@@ -88,6 +92,8 @@ class WindowPredictor:
         loaded: model and metadata from :func:`semimtl_geo.checkpoint.load_model_checkpoint`.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         tasks: subset of the model's tasks to return (default: all of them).
+        engine: numeric engine (:data:`semimtl_geo.inference.engines.ENGINES`); ``"auto"``
+            picks the fastest one measured to agree with float32 on this kind of device.
 
     """
 
@@ -96,14 +102,15 @@ class WindowPredictor:
         loaded: LoadedModel,
         device: str | torch.device = "cpu",
         tasks: str | Sequence[str] | None = None,
+        engine: str = "auto",
     ) -> None:
         self.meta = loaded.meta
         self.tasks = resolve_tasks(loaded, tasks)
         self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.engine_name = resolve_engine(engine, self.device)
+        self.engine = Engine(self.model, self.device, self.engine_name)
         self.in_channels = int(loaded.model.in_channels)
         self.num_classes = int(loaded.model.num_classes)
         mean = np.asarray(self.meta.mean, dtype=np.float32)
@@ -113,15 +120,20 @@ class WindowPredictor:
                 f"Checkpoint meta has {mean.size} mean / {std.size} std values for a "
                 f"{self.in_channels}-band model; re-save the checkpoint with one value per band."
             )
-        self._mean = torch.as_tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self._std = torch.as_tensor(std, device=self.device).view(1, -1, 1, 1)
+        # (p / 255 - mean) / std == p * scale + shift
+        scale = 1.0 / (255.0 * std.astype(np.float64))
+        shift = -mean.astype(np.float64) / std.astype(np.float64)
+        self._scale = torch.as_tensor(scale, dtype=torch.float32, device=self.device).view(
+            1, -1, 1, 1)
+        self._shift = torch.as_tensor(shift, dtype=torch.float32, device=self.device).view(
+            1, -1, 1, 1)
         #: Raw pixel value that normalises to 0 (used to fill nodata pixels).
         self.fill_values = (mean * 255.0).astype(np.float32)
         self.height_scale = float(self.meta.height_scale)
 
     @torch.inference_mode()
     def __call__(self, windows: np.ndarray, grid: WindowGrid) -> dict[str, np.ndarray]:
-        """Predict a batch of windows.
+        """Predict a batch of windows given as a NumPy array (see :meth:`forward_windows`).
 
         Args:
             windows: ``N x C x win_h x win_w`` raw pixel values (uint8 or float).
@@ -132,9 +144,26 @@ class WindowPredictor:
             ``"height"``: ``N x win_h x win_w`` heights in metres (if height requested).
 
         """
+        x = torch.from_numpy(np.ascontiguousarray(windows)).to(self.device)
+        return {k: v.cpu().numpy() for k, v in self.forward_windows(x, grid).items()}
+
+    @torch.inference_mode()
+    def forward_windows(self, windows: torch.Tensor, grid: WindowGrid) -> dict[str, torch.Tensor]:
+        """Predict a batch of raw pixel windows already on the predictor's device.
+
+        Args:
+            windows: ``N x C x win_h x win_w`` raw pixel values (uint8 or float) on
+                :attr:`device`.
+            grid: the grid the windows come from (model size and mapping mode).
+
+        Returns:
+            ``"probs"``: ``N x K x win_h x win_w`` float32 softmax probabilities (if seg
+            requested), ``"height"``: ``N x win_h x win_w`` float32 metres (if height
+            requested), on :attr:`device`.
+
+        """
         win_h, win_w = windows.shape[-2:]
-        x = torch.from_numpy(np.ascontiguousarray(windows)).to(self.device, non_blocking=True)
-        x = (x.float() / 255.0 - self._mean) / self._std
+        x = torch.addcmul(self._shift, windows.float(), self._scale)
         if grid.mode == "pad":
             pad = (0, grid.model_w - win_w, 0, grid.model_h - win_h)
             # "replicate" works for any pad width ("reflect" needs pad < size).
@@ -142,23 +171,18 @@ class WindowPredictor:
         elif grid.mode == "resize":
             x = F.interpolate(x, size=(grid.model_h, grid.model_w), mode="bilinear",
                               align_corners=False)
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = self.model(x)
-        else:
-            out = self.model(x)
-        result: dict[str, np.ndarray] = {}
+        out = self.engine(x)
+        result: dict[str, torch.Tensor] = {}
         for task in self.tasks:
-            y = out[task].float()
-            if task == "seg":
-                y = torch.softmax(y, dim=1)
+            y = out[task].to(self.device)
             if grid.mode == "pad":
                 y = y[..., :win_h, :win_w]
-            elif grid.mode == "resize":
+            if task == "seg":
+                y = torch.softmax(y, dim=1)  # probabilities are what is resized and blended
+            if grid.mode == "resize":
                 y = F.interpolate(y, size=(win_h, win_w), mode="bilinear", align_corners=False)
             if task == "seg":
-                result["probs"] = y.cpu().numpy()
+                result["probs"] = y
             else:
-                result["height"] = (y[:, 0] * self.height_scale).cpu().numpy()
+                result["height"] = y[:, 0] * self.height_scale
         return result
