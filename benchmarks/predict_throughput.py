@@ -1,21 +1,34 @@
-"""End-to-end throughput and peak memory of ``predict`` versus a plain torchgeo loop.
+"""End-to-end throughput and peak memory of ``predict``, side by side in one run.
 
-Measures, on a synthetic uint8 3-band GeoTIFF (tiled, EPSG:32633, 0.09 m):
+Measures, on a synthetic uint8 3-band GeoTIFF (tiled, EPSG:32633, 0.09 m), cases that
+run in turn (``--repeats`` rounds, cases interleaved, so the load of a shared machine
+falls on all of them alike):
 
-* ``ours``: :func:`semimtl_geo.inference.predict_raster` — read + model + Hann blending
-  (overlap 0.5 by default) + streamed COG writing (class + height, overviews, QML),
-  with the next strip read in a background thread;
-* ``ours-overlap0``: the same with no overlap (same model work as the baseline);
-* ``baseline``: the same network run as a plain loop over torchgeo's
-  ``RasterDataset`` + ``GriddedPatchSampler`` (stride = patch, no blending, no I/O
-  overlap), each patch's argmax/height written into plain tiled GeoTIFFs.
+* ``ours``: :func:`semimtl_geo.inference.predict_raster` of this checkout, with
+  ``--engine`` (``auto`` by default), at ``--overlap``: read + model + Hann blending +
+  COG writing (class + height, overviews, QML; no PNG preview);
+* ``ref``: the same call with ``semimtl_geo`` imported from a ``git worktree`` of
+  ``--ref`` (default ``main``; its commit is recorded) — "today's" pipeline, at the
+  same overlap, on its own default (eager float32 on CPU);
+* ``baseline``: the plain torchgeo loop: ``RasterDataset`` + ``GriddedPatchSampler``
+  (size = patch, stride = patch x (1 - overlap), the same overlap), batch 1, eager
+  float32, each patch's arg-max/height written into tiled GeoTIFFs (last write wins),
+  no blending, no read-ahead.
 
 Every case runs in a fresh child process so its peak RSS (``ru_maxrss``) is its own.
-Megapixels/s = raster pixels (not model pixels) / wall seconds, so the overlap cost
-shows up. Examples::
+Megapixels/s = raster pixels / wall seconds. Ratios are per round (``ours`` over the
+other case of the same round) and the median over rounds is reported, with the load
+average before each case. Examples::
 
-    python benchmarks/predict_throughput.py --sizes 2048 --model resnet18
-    python benchmarks/predict_throughput.py --sizes 6000 20000 --model tiny
+    # predict vs the plain loop, the demo's network (ResNet18, output stride 16)
+    python benchmarks/predict_throughput.py --sizes 2048 --model resnet18 \
+        --output-stride 16 --cases ours baseline --repeats 2
+    # the pipeline alone (3-convolution stand-in), same engine, against today's main
+    python benchmarks/predict_throughput.py --sizes 6000 --model tiny --engine eager \
+        --cases ours ref --repeats 3
+    # on a GPU
+    python benchmarks/predict_throughput.py --sizes 20000 --model resnet101 \
+        --output-stride 8 --device cuda --cases ours baseline
 
 ``--model tiny`` is a 3-layer convolutional stand-in that makes the run I/O-, blending-
 and writing-bound (what the pipeline itself costs); ``resnet18``/``resnet101`` are
@@ -29,6 +42,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_raster(path: Path, size: int) -> Path:
@@ -100,23 +115,36 @@ def peak_rss_mb() -> float:
 
 
 def run_ours(args: argparse.Namespace) -> dict:
+    """``predict_raster`` of whichever ``semimtl_geo`` is importable (this one or --ref)."""
+    import inspect
+
+    import semimtl_geo
     from semimtl_geo.checkpoint import LoadedModel, ModelMeta
     from semimtl_geo.inference import WindowPredictor, predict_raster
 
     model = build_model(args.model, args.output_stride)
     meta = ModelMeta(gsd=0.09, patch_size=args.patch_size, overlap=args.overlap,
                      height_scale=30.0)
-    predictor = WindowPredictor(LoadedModel(model, meta, {}), device=args.device)
+    kwargs = {}
+    if "engine" in inspect.signature(WindowPredictor).parameters:
+        kwargs["engine"] = args.engine
+    start = time.perf_counter()  # engine set-up (e.g. ONNX export) is part of the time
+    predictor = WindowPredictor(LoadedModel(model, meta, {}), device=args.device, **kwargs)
     out = Path(args.workdir) / f"out_{args.case}_{Path(args.raster).stem}"
-    start = time.perf_counter()
     result = predict_raster(predictor, args.raster, out, batch_size=args.batch_size,
                             overwrite=True, preview=False)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "windows": result.windows}
+    return {"seconds": seconds, "windows": result.windows,
+            "engine": getattr(predictor, "engine_name", "(none: eager fp32 on CPU)"),
+            "module": str(Path(semimtl_geo.__file__).parent)}
 
 
 def run_baseline(args: argparse.Namespace) -> dict:
-    """Plain loop: torchgeo gridded sampler -> model -> argmax -> windowed GeoTIFF writes."""
+    """Plain loop: torchgeo gridded sampler -> model -> argmax -> windowed GeoTIFF writes.
+
+    Batch 1, eager float32, patches every ``patch x (1 - overlap)`` pixels; a later patch
+    overwrites the overlap of an earlier one (last write wins).
+    """
     import rasterio
     import torch
     from rasterio.windows import Window
@@ -124,8 +152,8 @@ def run_baseline(args: argparse.Namespace) -> dict:
     from torchgeo.samplers import GriddedPatchSampler
 
     model = build_model(args.model, args.output_stride).to(args.device)
-    mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1)
-    std = torch.tensor([0.25] * 3).view(1, 3, 1, 1)
+    mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1).to(args.device)
+    std = torch.tensor([0.25] * 3).view(1, 3, 1, 1).to(args.device)
     start = time.perf_counter()
     with rasterio.open(args.raster) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
@@ -135,7 +163,8 @@ def run_baseline(args: argparse.Namespace) -> dict:
         left, top, res = src.transform.c, src.transform.f, src.transform.a
         width, height = src.width, src.height
     dataset = RasterDataset(paths=[args.raster], cache=False)
-    sampler = GriddedPatchSampler(dataset, size=args.patch_size)
+    stride = max(1, int(args.patch_size * (1.0 - args.overlap)))
+    sampler = GriddedPatchSampler(dataset, size=args.patch_size, stride=stride)
     out = Path(args.workdir) / f"out_baseline_{Path(args.raster).stem}"
     out.mkdir(parents=True, exist_ok=True)
     windows = 0
@@ -144,9 +173,9 @@ def run_baseline(args: argparse.Namespace) -> dict:
         queries = list(sampler)
 
         def flush(batch: list, images: list) -> None:
-            x = (torch.stack(images).float() / 255.0 - mean) / std
+            x = (torch.stack(images).to(args.device).float() / 255.0 - mean) / std
             with torch.inference_mode():
-                pred = model(x.to(args.device))
+                pred = model(x)
             cls = pred["seg"].argmax(1).to(torch.uint8).cpu().numpy()
             hgt = (pred["height"][:, 0] * 30.0).float().cpu().numpy()
             for q, c, h in zip(batch, cls, hgt):
@@ -165,13 +194,13 @@ def run_baseline(args: argparse.Namespace) -> dict:
             images.append(dataset[query]["image"])
             batch.append(query)
             windows += 1
-            if len(batch) == args.batch_size:
+            if len(batch) == 1:  # the plain loop: batch 1
                 flush(batch, images)
                 batch, images = [], []
         if batch:
             flush(batch, images)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "windows": windows}
+    return {"seconds": seconds, "windows": windows, "engine": "eager fp32, batch 1"}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -185,19 +214,66 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def ref_worktree(ref: str, workdir: Path) -> tuple[Path, str]:
+    """A detached ``git worktree`` of ``ref`` (reused while its commit is unchanged)."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", ref], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    path = workdir / f"ref_{commit[:12]}"
+    if not (path / "semimtl_geo").is_dir():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path),
+                        commit], check=True, capture_output=True)
+    return path, commit
+
+
+def load_average() -> float:
+    """One-minute load average (how busy the shared machine was)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def run_case(args: argparse.Namespace, case: str, raster: Path, workdir: Path,
+             ref_path: Path | None) -> dict:
+    """Run one case in a fresh child process and return its RESULT line."""
+    overlap = 0.0 if case == "ours-overlap0" else args.overlap
+    cmd = [sys.executable, __file__, "--case", "baseline" if case == "baseline" else "ours",
+           "--raster", str(raster), "--model", args.model,
+           "--output-stride", str(args.output_stride), "--patch-size", str(args.patch_size),
+           "--overlap", str(overlap), "--batch-size", str(args.batch_size),
+           "--device", args.device, "--threads", str(args.threads), "--engine", args.engine,
+           "--workdir", str(workdir)]
+    env = dict(os.environ)
+    if case == "ref":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ref_path),
+                                                          env.get("PYTHONPATH")]))
+    load = load_average()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"case {case} on {raster.name} failed")
+    res = json.loads(line[-1][7:])
+    if case == "ref" and not res["module"].startswith(str(ref_path)):
+        raise SystemExit(f"the ref case imported {res['module']}, not the worktree {ref_path}")
+    res["load_before"] = load
+    return res
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[6000, 20000],
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048],
                         help="square raster sides in pixels")
     parser.add_argument("--model", default="resnet18",
                         help="'tiny' or an smp encoder name for MultiTaskNet")
-    parser.add_argument("--output-stride", type=int, default=8)
+    parser.add_argument("--output-stride", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=512)
     parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=4, help="ours/ref windows per call")
+    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--engine", default="auto", help="ours: --engine of predict")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--cases", nargs="+", default=["ours", "ours-overlap0", "baseline"])
+    parser.add_argument("--cases", nargs="+", default=["ours", "baseline"],
+                        choices=["ours", "ours-overlap0", "ref", "baseline"])
+    parser.add_argument("--ref", default="main", help="git ref of the 'ref' case")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all cases")
     parser.add_argument("--workdir", default=None, help="where rasters go (default: a tmp dir)")
     parser.add_argument("--csv", type=Path, default=RESULTS / "predict_throughput.csv")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -208,54 +284,58 @@ def main() -> None:
         return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="semimtl_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)
+    ref_path = commit = None
+    if "ref" in args.cases:
+        ref_path, commit = ref_worktree(args.ref, workdir)
+        print(f"ref {args.ref} = {commit} at {ref_path}", flush=True)
     rows = []
     for size in args.sizes:
         raster = make_raster(workdir / f"synthetic_{size}.tif", size)
-        for case in args.cases:
-            overlap = 0.0 if case == "ours-overlap0" else args.overlap
-            cmd = [sys.executable, __file__, "--case", "baseline" if case == "baseline" else "ours",
-                   "--raster", str(raster), "--model", args.model,
-                   "--output-stride", str(args.output_stride), "--patch-size",
-                   str(args.patch_size), "--overlap", str(overlap), "--batch-size",
-                   str(args.batch_size), "--device", args.device, "--threads", str(args.threads),
-                   "--workdir", str(workdir)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not line:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"case {case} on {size}px failed")
-            res = json.loads(line[-1][7:])
-            row = {"size": size, "case": case, "model": args.model,
-                   "output_stride": args.output_stride if args.model != "tiny" else "",
-                   "patch": args.patch_size,
-                   "overlap": 0.0 if case == "baseline" else overlap,
-                   "device": args.device, "windows": res["windows"],
-                   "seconds": round(res["seconds"], 2),
-                   "mp_per_s": round(size * size / 1e6 / res["seconds"], 3),
-                   "peak_rss_mb": round(res["peak_rss_mb"], 1),
-                   "cpu": platform.processor() or platform.machine(),
-                   "threads": args.threads or os.cpu_count()}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    for size in args.sizes:
-        base = next((r for r in rows if r["size"] == size and r["case"] == "baseline"), None)
-        for r in rows:
-            if r["size"] == size and base:
-                r["ratio_vs_baseline"] = round(r["mp_per_s"] / base["mp_per_s"], 3)
+        for rnd in range(args.repeats):
+            for case in args.cases:
+                res = run_case(args, case, raster, workdir, ref_path)
+                row = {"size": size, "round": rnd, "case": case, "model": args.model,
+                       "output_stride": args.output_stride if args.model != "tiny" else "",
+                       "patch": args.patch_size,
+                       "overlap": 0.0 if case == "ours-overlap0" else args.overlap,
+                       "device": args.device, "engine": res["engine"],
+                       "windows": res["windows"], "seconds": round(res["seconds"], 2),
+                       "mp_per_s": round(size * size / 1e6 / res["seconds"], 3),
+                       "peak_rss_mb": round(res["peak_rss_mb"], 1),
+                       "load_before": res["load_before"],
+                       "ref_commit": commit if case == "ref" else "",
+                       "cpu": platform.processor() or platform.machine(),
+                       "threads": args.threads or os.cpu_count()}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            ours = next(r for r in rows if r["size"] == size and r["round"] == rnd
+                        and r["case"] == "ours") if "ours" in args.cases else None
+            for r in rows:
+                if ours and r["size"] == size and r["round"] == rnd:
+                    r["ours_over_this"] = round(ours["mp_per_s"] / r["mp_per_s"], 3)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new = not args.csv.exists()
-    fields = ["size", "case", "model", "output_stride", "patch", "overlap", "device", "windows",
-              "seconds", "mp_per_s", "peak_rss_mb", "ratio_vs_baseline", "cpu", "threads"]
+    fields = ["size", "round", "case", "model", "output_stride", "patch", "overlap", "device",
+              "engine", "windows", "seconds", "mp_per_s", "peak_rss_mb", "ours_over_this",
+              "load_before", "ref_commit", "cpu", "threads"]
     with args.csv.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerows(rows)
-    print("| size | case | model | overlap | MP/s | peak RSS (MiB) | ratio vs baseline |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['size']} | {r['case']} | {r['model']} | {r['overlap']} | {r['mp_per_s']} | "
-              f"{r['peak_rss_mb']} | {r.get('ratio_vs_baseline', '')} |")
+    print("| size | case | engine | windows | MP/s (median) | peak RSS (MiB) | "
+          "ours / case per round | median | load before |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size in args.sizes:
+        for case in args.cases:
+            rs = [r for r in rows if r["size"] == size and r["case"] == case]
+            ratios = [r["ours_over_this"] for r in rs if "ours_over_this" in r]
+            print(f"| {size} | {case} | {rs[0]['engine']} | {rs[0]['windows']} | "
+                  f"{statistics.median(r['mp_per_s'] for r in rs):.3f} | "
+                  f"{max(r['peak_rss_mb'] for r in rs):.0f} | "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)} | "
+                  f"{statistics.median(ratios) if ratios else float('nan'):.2f} | "
+                  f"{', '.join(str(r['load_before']) for r in rs)} |")
 
 
 if __name__ == "__main__":

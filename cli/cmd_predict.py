@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from semimtl_geo.inference.engines import ENGINES
+
 
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
@@ -16,6 +18,13 @@ import click
                    "checkpoint asset.")
 @click.option("--device", default="auto", show_default=True,
               help="'cpu', 'cuda', 'cuda:1' or 'auto'.")
+@click.option("--devices", "num_devices", type=click.IntRange(min=1), default=1,
+              show_default=True,
+              help="Spread the inputs over N GPUs (cuda:0..N-1) or, with --device cpu, N "
+                   "worker processes sharing the CPU cores.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="Numeric engine: 'auto' picks bf16 on GPUs and CPUs with bf16, "
+                   "onnxruntime on other CPUs; 'eager' is plain float32.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Windows per forward pass.")
 @click.option("--patch-size", type=click.IntRange(min=8), default=None,
@@ -54,6 +63,8 @@ def predict_cmd(
     out_dir: Path,
     checkpoint: Path,
     device: str,
+    num_devices: int,
+    engine: str,
     batch_size: int,
     patch_size: int | None,
     overlap: float | None,
@@ -80,6 +91,8 @@ def predict_cmd(
     failure leaves the previous outputs as they were and adds no file. Windows overlap
     and are blended with a Hann weight so no seams show. A failing input is reported in
     one sentence and the others still run; the exit status is 1 if any input failed.
+    With --devices N the inputs are shared among N GPUs or CPU worker processes, each
+    input predicted once.
     """
     from tqdm.auto import tqdm
 
@@ -101,10 +114,42 @@ def predict_cmd(
     for sentence in selection.problems:
         click.echo(f"Error: {sentence}", err=True)
     files = selection.files
-    loaded = load_model_checkpoint(resolve_checkpoint(checkpoint))
-    predictor = WindowPredictor(loaded, device=device, tasks=tasks)
+    checkpoint = resolve_checkpoint(checkpoint)
+    loaded = load_model_checkpoint(checkpoint)
     stems: dict[str, Path | str] = {}
     failures = len(selection.problems)
+    if num_devices > 1:
+        from semimtl_geo.inference.parallel import PredictJob, predict_parallel, worker_devices
+
+        workers = worker_devices(device, num_devices)
+        todo: list[Path | str] = []
+        for path in files:
+            stem = source_stem(path)
+            if stem in stems:
+                click.echo(f"Error: '{path}' has the same name as '{stems[stem]}' and would "
+                           "overwrite its outputs; rename one or predict them separately.",
+                           err=True)
+                failures += 1
+                continue
+            stems[stem] = path
+            todo.append(path)
+        job = PredictJob(checkpoint=checkpoint, out_dir=out_dir, tasks=tasks, engine=engine,
+                         batch_size=batch_size, patch_size=patch_size, overlap=overlap,
+                         bands=bands, aoi=aoi, overwrite=overwrite, vectorize=vectorize,
+                         resample=resample, preview=preview, confidence=confidence,
+                         rescale=rescale, value_scale=value_scale)
+        stderr = click.get_text_stream("stderr")
+        with tqdm(total=0, desc=f"{len(todo)} files on {len(workers)} workers",
+                  unit="win") as bar:
+            failures += predict_parallel(
+                todo, job, workers, echo=tqdm.write,
+                echo_err=lambda text: tqdm.write(text, file=stderr), bar=bar,
+            )
+        if failures:
+            click.echo(f"{failures} input(s) failed; see the errors above.", err=True)
+            click.get_current_context().exit(1)
+        return
+    predictor = WindowPredictor(loaded, device=device, tasks=tasks, engine=engine)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
         tqdm.write(f"Warning: {message}", file=click.get_text_stream("stderr"))

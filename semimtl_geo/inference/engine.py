@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from semimtl_geo.classes import IGNORE_INDEX
-from semimtl_geo.inference.blending import hann_2d
+from semimtl_geo.inference.blending import hann_1d, hann_2d
 from semimtl_geo.inference.predictor import WindowPredictor
 from semimtl_geo.inference.windows import WindowGrid
 
@@ -80,6 +80,47 @@ def _read_plan(grid: WindowGrid) -> list[tuple[int, int]]:
     return plan
 
 
+class _ClassSums:
+    """Blended class sums of the band, logical ``K x h x W``.
+
+    Stored in the memory order of the network's probabilities (decided at the first
+    batch): pixel-major (``h x W x K`` in memory) for channels-last engines, so the
+    per-pixel arg-max reads contiguous memory; class-major for NCHW ones, so accumulating
+    does. Rows are always the ``row_dim`` of :attr:`store`.
+    """
+
+    def __init__(self, classes: int, height: int, width: int, device: torch.device,
+                 pixel_major: bool) -> None:
+        self.pixel_major = pixel_major
+        if pixel_major:
+            self.store = torch.zeros((height, width, classes), dtype=torch.float32,
+                                     device=device)
+            self.view = self.store.permute(2, 0, 1)
+        else:
+            self.store = torch.zeros((classes, height, width), dtype=torch.float32,
+                                     device=device)
+            self.view = self.store
+
+    def argmax(self, count: int) -> torch.Tensor:
+        """Class of the largest sum for the first ``count`` rows (uint8)."""
+        if self.pixel_major:
+            return self.store[:count].argmax(-1).to(torch.uint8)
+        return self.store[:, :count].permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8)
+
+    def rows(self) -> torch.Tensor:
+        """Return the storage with rows as the first dimension (a view)."""
+        return self.store if self.pixel_major else self.store.transpose(0, 1)
+
+
+def _shift_rows(acc: torch.Tensor, step: int) -> None:
+    """Move rows ``[step, h)`` of ``acc`` (rows first) to the top and zero the rest."""
+    keep = acc.shape[0] - step
+    if keep > 0:
+        src = acc[step:]
+        acc[:keep] = src.clone() if step < keep else src  # no overlapping copy
+    acc[max(keep, 0):] = 0
+
+
 @torch.inference_mode()
 def run_sliding_windows(
     grid: WindowGrid,
@@ -110,10 +151,13 @@ def run_sliding_windows(
     width, win_h, win_w = grid.width, grid.win_h, grid.win_w
     weight = torch.from_numpy(hann_2d(win_h, win_w)).to(dev)
     acc_w = torch.zeros((win_h, width), dtype=torch.float32, device=dev)
-    # pixel-major class sums: logical K x h x W, memory h x W x K
-    acc_pm = (torch.zeros((win_h, width, predictor.num_classes), dtype=torch.float32,
-                          device=dev) if seg else None)
-    acc_p = acc_pm.permute(2, 0, 1) if acc_pm is not None else None
+    sums: _ClassSums | None = None  # allocated at the first batch (its memory order)
+    # The weight sum of a full row of windows is separable: a(i) x sum_c b(j - c).
+    weight_1d = torch.from_numpy(hann_1d(win_w)).to(dev)
+    full_cover = torch.zeros(width, dtype=torch.float32, device=dev)
+    for c in grid.col_starts:
+        full_cover[c:c + win_w] += weight_1d
+    full_wsum = torch.outer(torch.from_numpy(hann_1d(win_h)).to(dev), full_cover)
     acc_h = torch.zeros((win_h, width), dtype=torch.float32, device=dev) if hgt else None
     rows = grid.row_starts
     plan = _read_plan(grid)
@@ -127,11 +171,14 @@ def run_sliding_windows(
         ok = valid_dev[:count] & (wsum > 0)
         out = BlendedRows(row_start=row, valid=ok.cpu().numpy())
         if seg:
-            cls = acc_p[:, :count].argmax(0).to(torch.uint8)
+            nonlocal sums
+            if sums is None:  # no window of the raster so far had a valid pixel
+                sums = _ClassSums(predictor.num_classes, win_h, width, dev, False)
+            cls = sums.argmax(count)
             cls.masked_fill_(~ok, IGNORE_INDEX)
             out.classes = cls.cpu().numpy()
             if keep_probs:
-                probs = (acc_p[:, :count] / wsum).contiguous()
+                probs = (sums.view[:, :count] / wsum).contiguous()
                 probs.masked_fill_(~ok, float("nan"))
                 out.probs = probs.cpu().numpy()
         if hgt:
@@ -141,14 +188,9 @@ def run_sliding_windows(
         sink(out)
 
     def shift(step: int) -> None:
-        keep = win_h - step
-        for acc in (acc_w, acc_h, acc_pm):
-            if acc is None:
-                continue
-            if keep > 0:
-                src = acc[step:]
-                acc[:keep] = src.clone() if step < keep else src  # no overlapping copy
-            acc[keep:] = 0
+        for acc in (acc_w, acc_h, sums.rows() if sums is not None else None):
+            if acc is not None:
+                _shift_rows(acc, step)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semimtl-read") as pool:
         pending = pool.submit(read_strip, *plan[0])
@@ -173,14 +215,22 @@ def run_sliding_windows(
             skipped = len(grid.col_starts) - len(cols)
             if skipped and on_windows:
                 on_windows(skipped)
+            if not skipped:
+                        acc_w.add_(full_wsum)
             for b in range(0, len(cols), batch_size):
                 chunk = cols[b:b + batch_size]
-                batch = torch.stack([strip[:, :, c:c + win_w] for c in chunk])
-                result = predictor.forward_windows(batch, grid)
+                result = predictor.forward_windows([strip[:, :, c:c + win_w] for c in chunk],
+                                                   grid)
+                if seg and sums is None:
+                    probs = result["probs"]
+                    sums = _ClassSums(predictor.num_classes, win_h, width, dev,
+                                      probs.is_contiguous(memory_format=torch.channels_last)
+                                      and not probs.is_contiguous())
                 for i, c in enumerate(chunk):
-                    acc_w[:, c:c + win_w] += weight
+                    if skipped:
+                        acc_w[:, c:c + win_w] += weight
                     if seg:
-                        acc_p[:, :, c:c + win_w].addcmul_(result["probs"][i], weight)
+                        sums.view[:, :, c:c + win_w].addcmul_(result["probs"][i], weight)
                     if hgt:
                         acc_h[:, c:c + win_w].addcmul_(result["height"][i], weight)
                 if on_windows:

@@ -69,6 +69,7 @@ def device_has_bf16(device: torch.device) -> bool:
 
 def _onnxruntime_available() -> bool:
     try:
+        import onnx  # noqa: F401  (torch's exporter writes through it)
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
@@ -76,7 +77,7 @@ def _onnxruntime_available() -> bool:
 
 
 def default_engine(device: torch.device) -> str:
-    """The engine ``auto`` resolves to on ``device`` (see module docstring)."""
+    """Return the engine ``auto`` resolves to on ``device`` (see module docstring)."""
     if device.type == "cuda":
         return "bf16" if device_has_bf16(device) else "channels-last"
     if cpu_has_bf16():
@@ -104,8 +105,8 @@ def resolve_engine(name: str, device: torch.device) -> str:
             )
         if not _onnxruntime_available():
             raise UserError(
-                "The onnxruntime engine needs the 'onnxruntime' package; install it with "
-                "pip install onnxruntime, or pick another --engine."
+                "The onnxruntime engine needs the 'onnx' and 'onnxruntime' packages; install "
+                "them with pip install 'semimtl-geo[onnx]', or pick another --engine."
             )
     if name == "bf16" and not device_has_bf16(device):
         warnings.warn(
@@ -185,7 +186,7 @@ class _Float32(nn.Module):
 
 
 def float32_outputs(model: nn.Module) -> nn.Module:
-    """A view of ``model`` whose last convolution of every task head runs in float32.
+    """Return a view of ``model`` whose last convolution of each task head runs in float32.
 
     Under bf16 autocast the heads' final layers would round logits and heights to bf16's
     8-bit mantissa (0.4 %: steps of about 0.1 m at 30 m). Running just those layers in

@@ -148,12 +148,16 @@ class WindowPredictor:
         return {k: v.cpu().numpy() for k, v in self.forward_windows(x, grid).items()}
 
     @torch.inference_mode()
-    def forward_windows(self, windows: torch.Tensor, grid: WindowGrid) -> dict[str, torch.Tensor]:
+    def forward_windows(
+        self, windows: torch.Tensor | Sequence[torch.Tensor], grid: WindowGrid
+    ) -> dict[str, torch.Tensor]:
         """Predict a batch of raw pixel windows already on the predictor's device.
 
         Args:
             windows: ``N x C x win_h x win_w`` raw pixel values (uint8 or float) on
-                :attr:`device`.
+                :attr:`device`, or a sequence of ``N`` such ``C x win_h x win_w`` views
+                (e.g. slices of a strip: they are normalised straight into the batch,
+                with no intermediate copy).
             grid: the grid the windows come from (model size and mapping mode).
 
         Returns:
@@ -162,8 +166,11 @@ class WindowPredictor:
             requested), on :attr:`device`.
 
         """
-        win_h, win_w = windows.shape[-2:]
-        x = torch.addcmul(self._shift, windows.float(), self._scale)
+        win_h, win_w = windows[0].shape[-2:]
+        x = torch.empty((len(windows), self.in_channels, win_h, win_w), dtype=torch.float32,
+                        device=self.device)
+        for i, window in enumerate(windows):  # one fused pass: raw -> float -> normalised
+            torch.addcmul(self._shift[0], window, self._scale[0], out=x[i])
         if grid.mode == "pad":
             pad = (0, grid.model_w - win_w, 0, grid.model_h - win_h)
             # "replicate" works for any pad width ("reflect" needs pad < size).

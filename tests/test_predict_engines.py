@@ -1,0 +1,184 @@
+"""Numeric engines agree with eager float32; --engine; predict --devices N."""
+
+import re
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from _predict_helpers import textured, tiny_checkpoint, write_raster
+
+from semimtl_geo.checkpoint import load_model_checkpoint
+from semimtl_geo.cli.main import main
+from semimtl_geo.errors import UserError
+from semimtl_geo.inference import engines, predict_array
+from semimtl_geo.inference.engines import Engine, float32_outputs, resolve_engine
+from semimtl_geo.inference.parallel import worker_devices
+
+#: The agreement an engine must keep with eager float32 (issue 14): class labels and
+#: mean absolute height difference in metres.
+MIN_CLASS_AGREEMENT = 0.995
+MAX_HEIGHT_MAD_M = 0.05
+
+CPU_ENGINES = ["channels-last", "onnxruntime"] + (["bf16"] if engines.cpu_has_bf16() else [])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    # output stride 16 as the demo's network (ResNet18)
+    return tiny_checkpoint(tmp_path_factory.mktemp("eng") / "tiny.ckpt", patch_size=128,
+                           output_stride=16)
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt):
+    image = textured(200, 260, seed=3)
+    return image, predict_array(load_model_checkpoint(ckpt), image, engine="eager")
+
+
+def _agreement(out: dict, ref: dict) -> tuple[float, float]:
+    agree = float((out["class"] == ref["class"]).mean())
+    mad = float(np.abs(out["height"] - ref["height"]).mean())
+    return agree, mad
+
+
+@pytest.mark.parametrize("name", CPU_ENGINES)
+def test_engine_agrees_with_eager_float32(ckpt, reference, name):
+    image, ref = reference
+    out = predict_array(load_model_checkpoint(ckpt), image, engine=name)
+    agree, mad = _agreement(out, ref)
+    assert agree >= MIN_CLASS_AGREEMENT, f"{name}: {agree:.4%} of classes agree"
+    assert mad <= MAX_HEIGHT_MAD_M, f"{name}: height mean abs diff {mad:.4f} m"
+
+
+@pytest.mark.slow
+def test_compile_engine_agrees_with_eager_float32(ckpt, reference):
+    image, ref = reference
+    out = predict_array(load_model_checkpoint(ckpt), image, engine="compile")
+    agree, mad = _agreement(out, ref)
+    assert agree >= MIN_CLASS_AGREEMENT and mad <= MAX_HEIGHT_MAD_M
+
+
+def test_agreement_check_can_fail(ckpt, reference):
+    """Control: a different network (another seed) is far outside the limits."""
+    image, ref = reference
+    other = tiny_checkpoint(ckpt.parent / "other.ckpt", patch_size=128, output_stride=16,
+                            seed=5)
+    agree, mad = _agreement(predict_array(load_model_checkpoint(other), image,
+                                          engine="eager"), ref)
+    assert agree < MIN_CLASS_AGREEMENT or mad > MAX_HEIGHT_MAD_M
+
+
+def test_bf16_heights_keep_float32_resolution(ckpt):
+    """The heads' last layers run in float32: heights are not rounded to bf16 steps."""
+    loaded = load_model_checkpoint(ckpt)
+    x = torch.randn(1, 3, 64, 64)
+    engine = Engine(loaded.model, torch.device("cpu"), "bf16")
+    with torch.inference_mode():
+        height = engine(x)["height"].flatten()
+    as_bf16 = height.to(torch.bfloat16).float()
+    assert (height != as_bf16).float().mean() > 0.5  # mostly not representable in bf16
+
+
+def test_float32_outputs_shares_weights_and_keeps_state_dict(ckpt):
+    model = load_model_checkpoint(ckpt).model
+    keys = list(model.state_dict())
+    view = float32_outputs(model)
+    assert list(model.state_dict()) == keys  # the loaded model is untouched
+    assert view.heads["seg"].classifier.module.weight is model.heads["seg"].classifier.weight
+    assert view.encoder is not model.encoder
+    assert next(view.encoder.parameters()) is next(model.encoder.parameters())
+
+
+def test_auto_engine_follows_cpu_flags(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert resolve_engine("auto", cpu) == "bf16"
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert resolve_engine("auto", cpu) == "onnxruntime"
+    monkeypatch.setattr(engines, "_onnxruntime_available", lambda: False)
+    assert resolve_engine("auto", cpu) == "channels-last"
+    with pytest.warns(UserWarning, match="emulated"):
+        assert resolve_engine("bf16", cpu) == "bf16"
+
+
+def test_engine_errors_are_one_sentence():
+    with pytest.raises(UserError, match="Unknown engine 'fp8'"):
+        resolve_engine("fp8", torch.device("cpu"))
+    with pytest.raises(UserError, match="CPU only"):
+        resolve_engine("onnxruntime", torch.device("cuda"))
+
+
+def test_cli_engine_option_is_used(tmp_path, ckpt, monkeypatch):
+    src = write_raster(tmp_path / "e.tif", textured(70, 90))
+    seen = []
+    real = Engine.__init__
+
+    def spy(self, model, device, name):
+        seen.append(name)
+        real(self, model, device, name)
+
+    monkeypatch.setattr(Engine, "__init__", spy)
+    assert main(["predict", str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt),
+                 "--device", "cpu", "--no-preview", "--engine", "channels-last"]) == 0
+    assert seen == ["channels-last"]
+    assert main(["predict", str(src), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt),
+                 "--device", "cpu", "--engine", "fp8"]) == 2  # click lists the choices
+
+
+def test_cog_outputs_are_zstd_compressed(tmp_path, ckpt):
+    src = write_raster(tmp_path / "z.tif", textured(70, 90))
+    out = tmp_path / "o"
+    assert main(["predict", str(src), "-o", str(out), "--checkpoint", str(ckpt),
+                 "--device", "cpu", "--no-preview"]) == 0
+    for name in ("z_class.tif", "z_height.tif"):
+        with rasterio.open(out / name) as r:
+            assert r.compression.name.lower() == "zstd"
+            assert r.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def test_devices_spread_inputs_over_cpu_workers(tmp_path, ckpt, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        write_raster(inputs / f"t{i}.tif", textured(64 + 8 * i, 80, seed=i))
+    (inputs / "broken.tif").write_bytes(b"II*\x00" + bytes(300))
+    common = ["--checkpoint", str(ckpt), "--device", "cpu", "--no-preview", "--engine", "eager"]
+    rc = main(["predict", str(inputs), "-o", str(tmp_path / "par"), "--devices", "2", *common])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "broken.tif" in captured.err and "could not be read" in captured.err
+    assert "Traceback" not in captured.err
+    assert "1 input(s) failed" in captured.err
+    for i in range(3):  # each input predicted exactly once
+        assert len(re.findall(rf"^t{i}\.tif: \d+ windows", captured.out, re.M)) == 1
+    assert main(["predict", str(inputs / "t0.tif"), str(inputs / "t1.tif"),
+                 str(inputs / "t2.tif"), "-o", str(tmp_path / "seq"), *common]) == 0
+    for i in range(3):
+        for suffix in ("_class.tif", "_height.tif"):
+            with rasterio.open(tmp_path / "par" / f"t{i}{suffix}") as a, \
+                    rasterio.open(tmp_path / "seq" / f"t{i}{suffix}") as b:
+                np.testing.assert_allclose(a.read(1), b.read(1), rtol=1e-5)  # threads differ
+    assert not [p for p in (tmp_path / "par").iterdir() if p.name.startswith(".")]
+
+
+def test_devices_needs_gpus_it_can_see():
+    if torch.cuda.is_available():
+        with pytest.raises(UserError, match="GPUs"):
+            worker_devices("cuda", torch.cuda.device_count() + 1)
+    else:
+        with pytest.raises(UserError, match="CUDA is not available"):
+            worker_devices("cuda", 2)
+    assert worker_devices("cpu", 3) == ["cpu", "cpu", "cpu"]
+
+
+@pytest.mark.gpu
+def test_cuda_pipeline_matches_cpu(ckpt, reference):
+    """On CUDA the accumulators stay on the GPU; results match the CPU float32 path."""
+    image, ref = reference
+    out = predict_array(load_model_checkpoint(ckpt), image, device="cuda", engine="eager")
+    agree, mad = _agreement(out, ref)
+    assert agree >= MIN_CLASS_AGREEMENT and mad <= MAX_HEIGHT_MAD_M
+    out = predict_array(load_model_checkpoint(ckpt), image, device="cuda", engine="bf16")
+    agree, mad = _agreement(out, ref)
+    assert agree >= MIN_CLASS_AGREEMENT and mad <= MAX_HEIGHT_MAD_M
