@@ -55,22 +55,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_raster(path: Path, size: int) -> Path:
-    """Write a size x size x 3 textured uint8 GeoTIFF block by block (bounded memory)."""
+def make_raster(path: Path, size: int, rows: int | None = None) -> Path:
+    """Write a ``rows x size`` (default square) 3-band textured uint8 GeoTIFF by blocks."""
     import rasterio
     from affine import Affine
 
     if path.exists():
         return path
     tmp = path.with_suffix(".partial.tif")
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+    rows = rows or size
+    profile = {"driver": "GTiff", "width": size, "height": rows, "count": 3, "dtype": "uint8",
                "crs": "EPSG:32633", "transform": Affine(0.09, 0, 500000.0, 0, -0.09, 5_800_000.0),
                "tiled": True, "blockxsize": 512, "blockysize": 512, "photometric": "MINISBLACK",
                "BIGTIFF": "IF_SAFER"}
     xx = np.arange(size, dtype=np.float32)[None, :]
     with rasterio.open(tmp, "w", **profile) as dst:
-        for y0 in range(0, size, 512):
-            yy = np.arange(y0, min(y0 + 512, size), dtype=np.float32)[:, None]
+        for y0 in range(0, rows, 512):
+            yy = np.arange(y0, min(y0 + 512, rows), dtype=np.float32)[:, None]
             bands = [130 + 90 * np.sin(0.013 * (b + 1) * xx + 0.7 * b) * np.cos(0.021 * yy + b)
                      for b in range(3)]
             block = np.clip(np.stack(bands), 0, 255).astype(np.uint8)
@@ -261,6 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048],
                         help="square raster sides in pixels")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="raster rows (default: square); memory depends on the width")
     parser.add_argument("--model", default="resnet18",
                         help="'tiny' or an smp encoder name for MultiTaskNet")
     parser.add_argument("--output-stride", type=int, default=16)
@@ -290,17 +293,20 @@ def main() -> None:
         print(f"ref {args.ref} = {commit} at {ref_path}", flush=True)
     rows = []
     for size in args.sizes:
-        raster = make_raster(workdir / f"synthetic_{size}.tif", size)
+        rows_px = args.rows or size
+        name = f"synthetic_{size}.tif" if rows_px == size else f"synthetic_{size}x{rows_px}.tif"
+        raster = make_raster(workdir / name, size, rows_px)
         for rnd in range(args.repeats):
             for case in args.cases:
                 res = run_case(args, case, raster, workdir, ref_path)
-                row = {"size": size, "round": rnd, "case": case, "model": args.model,
+                row = {"size": size, "rows": rows_px, "round": rnd, "case": case,
+                       "model": args.model,
                        "output_stride": args.output_stride if args.model != "tiny" else "",
                        "patch": args.patch_size,
                        "overlap": 0.0 if case == "ours-overlap0" else args.overlap,
                        "device": args.device, "engine": res["engine"],
                        "windows": res["windows"], "seconds": round(res["seconds"], 2),
-                       "mp_per_s": round(size * size / 1e6 / res["seconds"], 3),
+                       "mp_per_s": round(size * rows_px / 1e6 / res["seconds"], 3),
                        "peak_rss_mb": round(res["peak_rss_mb"], 1),
                        "load_before": res["load_before"],
                        "ref_commit": commit if case == "ref" else "",
@@ -315,8 +321,8 @@ def main() -> None:
                     r["ours_over_this"] = round(ours["mp_per_s"] / r["mp_per_s"], 3)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new = not args.csv.exists()
-    fields = ["size", "round", "case", "model", "output_stride", "patch", "overlap", "device",
-              "engine", "windows", "seconds", "mp_per_s", "peak_rss_mb", "ours_over_this",
+    fields = ["size", "rows", "round", "case", "model", "output_stride", "patch", "overlap",
+              "device", "engine", "windows", "seconds", "mp_per_s", "peak_rss_mb", "ours_over_this",
               "load_before", "ref_commit", "cpu", "threads"]
     with args.csv.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
