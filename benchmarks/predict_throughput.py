@@ -278,7 +278,8 @@ def main() -> None:
     parser.add_argument("--ref", default="main", help="git ref of the 'ref' case")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all cases")
     parser.add_argument("--workdir", default=None, help="where rasters go (default: a tmp dir)")
-    parser.add_argument("--csv", type=Path, default=RESULTS / "predict_throughput.csv")
+    parser.add_argument("--csv", type=Path, default=RESULTS / "predict_runs.csv",
+                        help="rows are appended here")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--raster", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,7 +307,7 @@ def main() -> None:
                        "overlap": 0.0 if case == "ours-overlap0" else args.overlap,
                        "device": args.device, "engine": res["engine"],
                        "windows": res["windows"], "seconds": round(res["seconds"], 2),
-                       "mp_per_s": round(size * rows_px / 1e6 / res["seconds"], 3),
+                       "mp_per_s": float(f"{size * rows_px / 1e6 / res['seconds']:.4g}"),
                        "peak_rss_mb": round(res["peak_rss_mb"], 1),
                        "load_before": res["load_before"],
                        "ref_commit": commit if case == "ref" else "",
@@ -317,8 +318,8 @@ def main() -> None:
             ours = next(r for r in rows if r["size"] == size and r["round"] == rnd
                         and r["case"] == "ours") if "ours" in args.cases else None
             for r in rows:
-                if ours and r["size"] == size and r["round"] == rnd:
-                    r["ours_over_this"] = round(ours["mp_per_s"] / r["mp_per_s"], 3)
+                if ours and r["size"] == size and r["round"] == rnd:  # same raster: seconds
+                    r["ours_over_this"] = round(r["seconds"] / ours["seconds"], 3)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new = not args.csv.exists()
     fields = ["size", "rows", "round", "case", "model", "output_stride", "patch", "overlap",
@@ -337,7 +338,7 @@ def main() -> None:
             rs = [r for r in rows if r["size"] == size and r["case"] == case]
             ratios = [r["ours_over_this"] for r in rs if "ours_over_this" in r]
             print(f"| {size} | {case} | {rs[0]['engine']} | {rs[0]['windows']} | "
-                  f"{statistics.median(r['mp_per_s'] for r in rs):.3f} | "
+                  f"{statistics.median(r['mp_per_s'] for r in rs):.4g} | "
                   f"{max(r['peak_rss_mb'] for r in rs):.0f} | "
                   f"{', '.join(f'{x:.2f}' for x in ratios)} | "
                   f"{statistics.median(ratios) if ratios else float('nan'):.2f} | "
