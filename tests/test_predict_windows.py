@@ -318,17 +318,28 @@ def test_hann_weights_hand_computed():
     np.testing.assert_allclose(w2, np.outer(w, hann_1d(3)), rtol=1e-6)
 
 
-def test_fill_invalid_uses_band_means_rounded_and_clipped():
-    from semimtl_geo.inference.engine import _fill_invalid
+def test_fill_values_are_band_means_rounded_and_clipped():
+    from semimtl_geo.inference.engine import _fill_tensor, run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
 
-    strip = np.full((3, 2, 2), 9, np.uint8)
-    valid = np.array([[True, False], [True, True]])
-    out = _fill_invalid(strip, valid, np.array([127.6, -4.0, 300.0], np.float32))
-    assert out[:, 0, 1].tolist() == [128, 0, 255] and (out[:, valid] == 9).all()
-    assert (strip == 9).all()  # the caller's strip is not modified
-    flt = _fill_invalid(strip.astype(np.float32), valid, np.array([0.25, 1.5, 2.0], np.float32))
-    assert flt[:, 0, 1].tolist() == [0.25, 1.5, 2.0]
-    assert _fill_invalid(strip, np.ones((2, 2), bool), np.zeros(3)) is strip
+    fill = _fill_tensor(np.array([127.6, -4.0, 300.0], np.float32), np.dtype(np.uint8),
+                        torch.device("cpu"))
+    assert fill.dtype == torch.uint8 and fill.flatten().tolist() == [128, 0, 255]
+    flt = _fill_tensor(np.array([0.25, 1.5, 2.0], np.float32), np.dtype(np.float32),
+                       torch.device("cpu"))
+    assert flt.flatten().tolist() == [0.25, 1.5, 2.0]
+    # through the engine: invalid pixels reach the model as the fill, valid ones as they
+    # are, and the caller's array is not modified
+    loaded = stub_loaded()
+    strip = np.full((3, 40, 40), 9, np.uint8)
+    valid = np.ones((40, 40), bool)
+    valid[0, 1] = False
+    run_sliding_windows(make_grid(40, 40, 64, 0.5), lambda a, b: (strip[:, a:b], valid[a:b]),
+                        WindowPredictor(loaded, engine="eager"), lambda rows: None)
+    seen = loaded.model.seen[0][0]  # normalised: (p / 255 - 0.5) / 0.25
+    raw = ((seen * 0.25 + 0.5) * 255).round()
+    assert raw[:, 0, 1].tolist() == [128.0] * 3 and (raw[:, 1:, :] == 9).all()
+    assert (strip == 9).all()
 
 
 def test_engine_skips_empty_windows_and_blends_probabilities():
