@@ -142,9 +142,12 @@ def test_devices_spread_inputs_over_cpu_workers(tmp_path, ckpt, capsys):
     inputs.mkdir()
     for i in range(3):
         write_raster(inputs / f"t{i}.tif", textured(64 + 8 * i, 80, seed=i))
-    (inputs / "broken.tif").write_bytes(b"II*\x00" + bytes(300))
-    common = ["--checkpoint", str(ckpt), "--device", "cpu", "--no-preview", "--engine", "eager"]
-    rc = main(["predict", str(inputs), "-o", str(tmp_path / "par"), "--devices", "2", *common])
+    broken = tmp_path / "broken.tif"  # a file named on the command line is taken as it is
+    broken.write_bytes(b"II*\x00" + bytes(300))
+    common = ["--checkpoint", str(ckpt), "--device", "cpu", "--no-preview", "--engine", "eager",
+              "--confidence"]  # options reach the workers
+    rc = main(["predict", str(inputs), str(broken), "-o", str(tmp_path / "par"),
+               "--devices", "2", *common])
     captured = capsys.readouterr()
     assert rc == 1
     assert "broken.tif" in captured.err and "could not be read" in captured.err
@@ -155,7 +158,7 @@ def test_devices_spread_inputs_over_cpu_workers(tmp_path, ckpt, capsys):
     assert main(["predict", str(inputs / "t0.tif"), str(inputs / "t1.tif"),
                  str(inputs / "t2.tif"), "-o", str(tmp_path / "seq"), *common]) == 0
     for i in range(3):
-        for suffix in ("_class.tif", "_height.tif"):
+        for suffix in ("_class.tif", "_height.tif", "_confidence.tif"):
             with rasterio.open(tmp_path / "par" / f"t{i}{suffix}") as a, \
                     rasterio.open(tmp_path / "seq" / f"t{i}{suffix}") as b:
                 np.testing.assert_allclose(a.read(1), b.read(1), rtol=1e-5)  # threads differ

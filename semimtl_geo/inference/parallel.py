@@ -29,6 +29,8 @@ from semimtl_geo.errors import UserError
 
 #: Seconds between checks that the workers are still alive.
 POLL_SECONDS = 1.0
+#: Seconds a worker that has finished gets to exit before it is terminated.
+JOIN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def _worker(rank: int, device: str, threads: int, job: PredictJob, inputs, event
             events.put(("error", index, f"{path}: unexpected failure\n{traceback.format_exc()}"))
             continue
         events.put(("done", index, summary_line(path, result, job.out_dir)))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing left to clean up
     events.put(("exit", rank, None))
 
 
@@ -179,6 +182,7 @@ def predict_parallel(
                          name=f"semimtl-predict-{r}", daemon=True) for r in range(workers)]
     failures, running = 0, workers
     fatal: str | None = None
+    finished = False
     try:
         for proc in procs:
             proc.start()
@@ -209,9 +213,13 @@ def predict_parallel(
                 running -= 1
             elif kind == "exit":
                 running -= 1
+        finished = True
         if fatal is not None:
             raise UserError(fatal)
     finally:
+        if finished:  # every worker said goodbye: let them exit on their own
+            for proc in procs:
+                proc.join(timeout=JOIN_SECONDS)
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
