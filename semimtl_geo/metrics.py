@@ -19,6 +19,11 @@ Height (Eigen et al. metrics, the paper's [14, 16]):
     count as failures (the ratio is undefined).
     A *robust* variant, reported separately under ``*_robust`` keys, restricts AbsRel and
     delta_i to references ``> min_height`` (e.g. 0.5 m: ground pixels left out).
+    ``r``: Pearson's correlation between prediction and reference over every valid pixel
+    (as RMSE); it says whether a model ranks heights right even when their scale is off
+    (an untrained or constant predictor scores about 0), which is how an unlabelled
+    height task is judged above chance. Sums are accumulated about a running shift so
+    that large sums of squares do not cancel.
 """
 
 from collections.abc import Mapping
@@ -119,10 +124,14 @@ class HeightMetrics:
     _absrel: list[float] = field(default_factory=lambda: [0.0, 0.0])
     _n_pos: list[int] = field(default_factory=lambda: [0, 0])
     _delta: list[list[int]] = field(default_factory=lambda: [[0, 0, 0], [0, 0, 0]])
+    #: sum of p, y, p*p, y*y, p*y over every valid pixel, after subtracting ``_shift``
+    _moments: list[float] = field(default_factory=lambda: [0.0] * 5)
+    _shift: tuple[float, float] | None = None
 
     def reset(self) -> None:
         """Forget everything accumulated so far."""
         self._sq, self._n_all = 0.0, 0
+        self._moments, self._shift = [0.0] * 5, None
         self._absrel, self._n_pos = [0.0, 0.0], [0, 0]
         self._delta = [[0, 0, 0], [0, 0, 0]]
 
@@ -140,6 +149,10 @@ class HeightMetrics:
         p, y = p[ok], y[ok]
         self._sq += float(((p - y) ** 2).sum())
         self._n_all += int(p.size)
+        if p.size:
+            if self._shift is None:
+                self._shift = (float(p.mean()), float(y.mean()))
+            self._add_moments(p - self._shift[0], y - self._shift[1])
         # 0: the paper's references > 0; 1: the robust references > min_height
         for k, threshold in enumerate((0.0, max(0.0, self.min_height))):
             pos = y > threshold
@@ -153,8 +166,26 @@ class HeightMetrics:
             for i in range(3):
                 self._delta[k][i] += int((ratio < 1.25 ** (i + 1)).sum())
 
+    def _add_moments(self, p: np.ndarray, y: np.ndarray) -> None:
+        for i, v in enumerate((p.sum(), y.sum(), (p * p).sum(), (y * y).sum(), (p * y).sum())):
+            self._moments[i] += float(v)
+
     def merge(self, other: "HeightMetrics") -> None:
         """Add another accumulator's sums."""
+        if other._n_all:
+            if self._shift is None:
+                self._shift = other._shift
+            # re-centre the other's moments on our shift: (p - a) = (p - b) + (b - a)
+            assert other._shift is not None and self._shift is not None
+            dp = other._shift[0] - self._shift[0]
+            dy = other._shift[1] - self._shift[1]
+            n = other._n_all
+            sp, sy, spp, syy, spy = other._moments
+            self._moments[0] += sp + n * dp
+            self._moments[1] += sy + n * dy
+            self._moments[2] += spp + 2 * dp * sp + n * dp * dp
+            self._moments[3] += syy + 2 * dy * sy + n * dy * dy
+            self._moments[4] += spy + dp * sy + dy * sp + n * dp * dy
         self._sq += other._sq
         self._n_all += other._n_all
         for k in range(2):
@@ -162,13 +193,25 @@ class HeightMetrics:
             self._n_pos[k] += other._n_pos[k]
             self._delta[k] = [a + b for a, b in zip(self._delta[k], other._delta[k])]
 
+    def _pearson(self) -> float:
+        n = self._n_all
+        if n < 2:
+            return float("nan")
+        sp, sy, spp, syy, spy = self._moments
+        cov = spy - sp * sy / n
+        var_p, var_y = spp - sp * sp / n, syy - sy * sy / n
+        if var_p <= 0 or var_y <= 0:
+            return float("nan")  # a constant prediction or reference has no correlation
+        return float(np.clip(cov / np.sqrt(var_p * var_y), -1.0, 1.0))
+
     def compute(self) -> dict:
-        """Return AbsRel, RMSE (units of the inputs), delta1..3 (percent) and robust variants."""
+        """Return AbsRel, RMSE (units of the inputs), Pearson r, delta1..3 (%), robust variants."""
         nan = float("nan")
         out: dict = {
             "RMSE": float(np.sqrt(self._sq / self._n_all)) if self._n_all else nan,
             "pixels": self._n_all,
             "min_height": float(self.min_height),
+            "r": self._pearson(),
         }
         for k, suffix in enumerate(("", "_robust")):
             n = self._n_pos[k]

@@ -94,7 +94,43 @@ def test_height_metrics_empty_is_nan_and_merge() -> None:
     b.update(np.array([3.0]), np.array([2.0]))
     both.update(np.array([1.0, 3.0]), np.array([2.0, 2.0]))
     a.merge(b)
-    assert a.compute() == both.compute()
+    merged, whole = a.compute(), both.compute()
+    assert math.isnan(merged.pop("r")) and math.isnan(whole.pop("r"))  # constant reference
+    assert merged == whole
+
+
+def test_height_metrics_pearson_r() -> None:
+    """r = 1 for any increasing linear map, -1 for a decreasing one, NaN for a constant."""
+    y = np.array([0.0, 1.0, 4.0, 9.0, np.nan])
+    for p, expected in ((2 * y + 1, 1.0), (5 - 0.5 * y, -1.0)):
+        m = HeightMetrics()
+        m.update(p, y)
+        assert m.compute()["r"] == pytest.approx(expected)
+    m = HeightMetrics()
+    m.update(np.full(5, 3.0), y)
+    assert math.isnan(m.compute()["r"])
+    m = HeightMetrics()
+    m.update(np.array([1.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0]))
+    assert m.compute()["r"] == pytest.approx(np.corrcoef([1, 2, 2], [1, 2, 3])[0, 1])
+
+
+def test_height_metrics_pearson_r_streams_and_merges_like_numpy() -> None:
+    """Chunked updates and merged accumulators give numpy's r, even far from zero."""
+    rng = np.random.default_rng(0)
+    y = 1000.0 + rng.gamma(2.0, 3.0, 10_000)
+    p = 0.7 * y + rng.normal(0.0, 4.0, y.size) + 50.0
+    expected = np.corrcoef(p, y)[0, 1]
+    chunked = HeightMetrics()
+    for part in np.array_split(np.arange(y.size), 7):
+        chunked.update(p[part], y[part])
+    assert chunked.compute()["r"] == pytest.approx(expected, abs=1e-9)
+    a, b, empty = HeightMetrics(), HeightMetrics(), HeightMetrics()
+    a.update(p[:3000], y[:3000])
+    b.update(p[3000:] - 0.0, y[3000:])
+    empty.merge(a)  # an empty accumulator takes the other's shift
+    empty.merge(b)
+    assert empty.compute()["r"] == pytest.approx(expected, abs=1e-9)
+    assert empty.compute()["RMSE"] == pytest.approx(chunked.compute()["RMSE"])
 
 
 def test_delta_m_matches_paper_sign_conventions() -> None:
@@ -157,10 +193,11 @@ def test_height_metrics_valid_mask_min_height_reset_and_tensor_input() -> None:
     r = m.compute()
     assert r["pixels"] == 0 and math.isnan(r["AbsRel"]) and math.isnan(r["delta1"])
     assert math.isnan(r["AbsRel_robust"]) and r["pixels_positive_robust"] == 0
-    # after a reset the accumulator is as good as new
+    assert math.isnan(r["r"])
+    # after a reset the accumulator is as good as new (r included)
     fresh = HeightMetrics(min_height=0.5)
     for acc in (m, fresh):
-        acc.update(np.array([1.0, 3.0, 2.0]), np.array([2.0, 2.0, 2.0]))
+        acc.update(np.array([1.0, 3.0, 2.0]), np.array([2.0, 2.0, 2.5]))
     assert m.compute() == fresh.compute()
     with pytest.raises(ValueError, match=r"^prediction and target sizes differ: \(2,\) vs \(3,\)$"):
         m.update(np.zeros(2), np.zeros(3))

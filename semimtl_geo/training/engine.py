@@ -234,11 +234,17 @@ class SemiMTLModule(pl.LightningModule):
 
     # -- optimisers ---------------------------------------------------------
     def build_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None, Any]:
-        """SGD + poly schedule for G, Adam for the discriminators (section 4.1)."""
+        """SGD (or AdamW) + poly schedule for G, Adam for the discriminators (section 4.1)."""
         o = self.cfg.optim
-        opt_g = torch.optim.SGD(
-            self.generator.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
+        if o.optimizer == "adamw":
+            opt_g: torch.optim.Optimizer = torch.optim.AdamW(
+                self.generator.parameters(), lr=o.lr, weight_decay=o.weight_decay
+            )
+        else:
+            opt_g = torch.optim.SGD(
+                self.generator.parameters(), lr=o.lr, momentum=o.momentum,
+                weight_decay=o.weight_decay,
+            )
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt_g, poly_lambda(self.cfg.trainer.max_steps, o.poly_power)
         )
