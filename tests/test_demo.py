@@ -23,6 +23,18 @@ def test_demo_pipeline_runs_end_to_end_at_tiny_size(tmp_path, capsys) -> None:
         assert (out / rel).is_file(), rel
     report = json.loads((out / "report.json").read_text())
     _check_report(report, (out / "report.md").read_text())
+    # the headline figures, Pearson r of the unlabelled Potsdam height included
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["SemiMTL (M2)", "JTL"]
+    for method, figures in summary.items():
+        row = next(r for r in report["rows"] if r["method"] == method)
+        assert figures["Potsdam mIoU"] == row["datasets"]["potsdam"]["seg"]["mIoU"]
+        assert figures["Potsdam building IoU"] == row["datasets"]["potsdam"]["seg"]["IoU"][1]
+        assert figures["Vaihingen height RMSE (m)"] == row["datasets"]["vaihingen"]["height"][
+            "RMSE"]
+        r = row["datasets"]["potsdam"]["height"]["r"]
+        assert figures["Potsdam height r"] == r and (r is None or -1 <= r <= 1)
+    assert "Potsdam height r [unlabelled]" in printed
     classes = sorted((out / "predict").glob("*_class.tif"))
     assert len(classes) == 1 and classes[0].with_suffix(".qml").is_file()
     src_path = sorted((out / "prepared").rglob("image/*.tif"))
