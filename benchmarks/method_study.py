@@ -192,11 +192,16 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return statistics.fmean(finite), std, len(finite)
 
 
-def fmt(stats: tuple[float, float, int], digits: int) -> str:
+def fmt(stats: tuple[float, float, int], digits: int, general: bool = False) -> str:
+    """``mean ± std`` with ``digits`` decimals (``general``: significant digits)."""
     mean, std, n = stats
-    if not n:
+    if not n or mean is None:
         return ""
-    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+    spec = f".{digits}{'g' if general else 'f'}"
+    shown = format(mean, spec)
+    if std is not None and not math.isnan(std):
+        shown += " ± " + format(std, spec)
+    return shown
 
 
 def metric(row, dataset: str, task: str, key: str) -> float:
@@ -324,7 +329,7 @@ def markdown(summary: dict, study: dict) -> str:
     for title, keep in sections:
         lines += ["", f"## {title}", "", "Mean ± std over seeds.", ""]
         for entry in methods.values():
-            shown = ", ".join(f"{k}={fmt(tuple(v), 4)}"
+            shown = ", ".join(f"{k}={fmt(tuple(v), 3, general=True)}"
                               for k, v in sorted(entry["terms"].items()) if keep(k))
             if shown:
                 lines.append(f"- {entry['label']}: {shown}")
@@ -358,8 +363,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="*", help="subset, e.g. stl_seg jtl semimtl_m2")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override for every run (repeatable)")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="only rewrite OUT/report.md from OUT/report.json")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.markdown_only:
+        report = json.loads((out / "report.json").read_text())
+        (out / "report.md").write_text(markdown(report, report["study"]))
+        return
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.work = str(Path(args.work or out / "work").resolve())
@@ -414,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     report = sanitize({"study": study, **summary})
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "report.md").write_text(markdown(summary, study))
+    (out / "report.md").write_text(markdown(report, study))
     print((out / "report.md").read_text())
 
 

@@ -62,5 +62,8 @@ def test_quick_study_aggregates_seeds_pairs_semimtl_with_jtl_and_reports_diagnos
     assert methods["stl_seg"]["metrics"]["potsdam/delta_m"]["mean_std"][0] == pytest.approx(0)
     md = (out / "report.md").read_text()
     assert "paired by seed" in md and "acc_domain" in md and " ± " in md
+    # the Markdown can be rewritten from the JSON alone (NaN stored as null)
+    study.main(["-o", str(out), "--markdown-only"])
+    assert (out / "report.md").read_text() == md
     table = md.split("## Per-class IoU")[0]
     assert table.count("| SemiMTL (M2) |") == 1 and table.count("| JTL |") == 1
