@@ -74,9 +74,15 @@ GROUPS = [
     ),
     Group(
         "methods",
-        ["semimtl_geo/training/methods.py"],
+        [
+            "semimtl_geo/training/methods/base.py",
+            "semimtl_geo/training/methods/stl.py",
+            "semimtl_geo/training/methods/da.py",
+            "semimtl_geo/training/methods/semisd.py",
+            "semimtl_geo/training/methods/semimtl.py",
+        ],
         # the engine-level tests (a full G and D step per method) take 5-10 s each and
-        # check parameters, not terms; the term, plan and D-input tests cover methods.py
+        # check parameters, not terms; the term, plan and D-input tests cover the methods package
         ["tests/test_train_methods.py", "-k",
          "not one_iteration and not detached and not stl_step and not discriminator_labels"
          " and not semisd_labels and not da_labels"],
@@ -219,21 +225,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'self._mean = torch.as_tensor(mean, device=self.device).view(-1, 1, 1)',
     ): 'a C x 1 x 1 tensor broadcasts against N x C x H x W exactly like 1 x C x 1 x 1',
     (
-        "semimtl_geo.training.methods.discriminator_losses",
-        'terms[f"{task}/pred"] = binary_adversarial_loss(pred_logits, is_real=None)',
+        "semimtl_geo.training.methods.da.DomainAdaptation.discriminator_terms",
+        'return {"pred": binary_adversarial_loss(pred_logits, is_real=None)}',
     ): "the target is 1.0 if is_real else 0.0, and None is falsy like False",
-    (
-        "semimtl_geo.training.methods.plan_method",
-        'task = method.split("_", )[1]',
-    ): 'every method name with a task suffix (stl_seg, da_height, ...) has exactly one underscore',
-    (
-        "semimtl_geo.training.methods.plan_method",
-        'task = method.rsplit("_", 1)[1]',
-    ): 'every method name with a task suffix (stl_seg, da_height, ...) has exactly one underscore',
-    (
-        "semimtl_geo.training.methods.plan_method",
-        'task = method.split("_", 2)[1]',
-    ): 'every method name with a task suffix (stl_seg, da_height, ...) has exactly one underscore',
     (
         "semimtl_geo.training.preview.colorize",
         "lut = np.zeros((257, 3), dtype=np.uint8)",

@@ -7,6 +7,28 @@ import click
 from semimtl_geo.errors import UserError
 
 
+class MethodChoice(click.Choice):
+    """``--method`` choices: the registered methods, read when first needed.
+
+    Reading the registry imports torch, so it is deferred until the option is parsed or
+    its help is shown; ``semimtl-geo --help`` and the other commands start without it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Every registered method name (:func:`~semimtl_geo.training.methods.method_names`)."""
+        from semimtl_geo.training.methods import method_names
+
+        return method_names()
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        """Ignore click's assignment: the registry is the source."""
+
+
 @click.command("train", context_settings={"ignore_unknown_options": False})
 @click.option(
     "--config",
@@ -24,7 +46,7 @@ from semimtl_geo.errors import UserError
 )
 @click.option(
     "--method",
-    type=click.Choice(["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]),
+    type=MethodChoice(),
     help="Override the config's method.",
 )
 @click.option(
@@ -70,6 +92,7 @@ def train_cmd(
     """
     from semimtl_geo.training.config import load_config, read_yaml_config
     from semimtl_geo.training.engine import train
+    from semimtl_geo.training.methods import method_uses_mode
 
     flags = [
         f"{k}={v}"
@@ -106,7 +129,7 @@ def train_cmd(
     cfg = load_config(config_path, [*overrides, *flags], base=base)
     if run_dir is None:
         name = config_path.stem if config_path else "run"
-        suffix = f"_{cfg.mode}" if cfg.method == "semimtl" else ""
+        suffix = f"_{cfg.mode}" if method_uses_mode(cfg.method) else ""
         run_dir = Path("runs") / f"{name}_{cfg.method}{suffix}"
     result = train(cfg, run_dir, resume=resume, overwrite=overwrite)
     click.echo(f"Finished: {result.model_path} (Lightning checkpoint {result.checkpoint}).")

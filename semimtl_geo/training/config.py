@@ -28,10 +28,9 @@ import yaml
 from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.errors import UserError
 from semimtl_geo.losses import INTER_MODES
+from semimtl_geo.training.methods import get_method
 
 PRECISIONS: tuple[str, ...] = ("auto", "32-true", "bf16-mixed", "16-mixed")
-Method = Literal["stl_seg", "stl_height", "da_seg", "da_height", "jtl", "semisd", "semimtl"]
-METHODS: tuple[str, ...] = get_args(Method)
 BASE_KEY = "_base_"
 #: Encoder output strides (8 and 16 dilate the last stages, 32 is the plain encoder).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -202,7 +201,8 @@ class EvalConfig:
 class TrainConfig:
     """Everything a training run needs; see the module docstring for loading rules."""
 
-    method: Method = "semimtl"
+    #: A registered method (:mod:`semimtl_geo.training.methods`); checked by :func:`validate`.
+    method: str = "semimtl"
     mode: Literal["m1", "m2", "m3"] = "m2"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -443,6 +443,7 @@ def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     from semimtl_geo.models.multitask import TASKS
 
+    method = get_method(cfg.method)  # unknown names: the error lists the registered ones
     if cfg.mode not in INTER_MODES:  # pragma: no cover - guarded by Literal
         raise UserError(f"Config key 'mode' must be one of {INTER_MODES}.")
     if not cfg.data.datasets:
@@ -549,10 +550,7 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"Config key 'data.{key}' must be null or one value per band.")
     if cfg.data.std is not None and any(v <= 0 for v in cfg.data.std):
         raise UserError("Config key 'data.std' must be positive.")
-    # method-specific feasibility is checked by methods.plan_method (it needs the tasks)
-    from semimtl_geo.training.methods import plan_method
-
-    plan_method(cfg)
+    method.plan(cfg)  # method-specific feasibility (it needs the datasets' tasks)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:

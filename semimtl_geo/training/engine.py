@@ -4,11 +4,11 @@ One iteration, whatever the method:
 
 1. **G step** (discriminators frozen: ``requires_grad = False``): for every dataset ``k``
    taking part, forward its mini-batch through G and add the method's generator terms
-   (:func:`~semimtl_geo.training.methods.generator_losses`); one backward of the sum
+   (:meth:`~semimtl_geo.training.methods.Method.generator_terms`); one backward of the sum
    over datasets and one SGD step (synchronous SGD across datasets, section 3.3), then
    one step of the poly learning-rate schedule.
 2. **D step** (G frozen, its predictions detached): every D_t is trained on the sum over
-   datasets of :func:`~semimtl_geo.training.methods.discriminator_losses` (eq. 6) with one
+   datasets of :meth:`~semimtl_geo.training.methods.Method.discriminator_terms` (eq. 6) with one
    Adam step.
 
 Reproducibility: the global RNGs are re-seeded from ``(seed, iteration, rank)`` at every
@@ -225,10 +225,9 @@ class SemiMTLModule(pl.LightningModule):
             output_stride=cfg.model.output_stride,
         )
         self.discriminators = nn.ModuleDict()
-        if self.plan.discriminator != "none":
-            for task in self.plan.tasks:
-                in_ch = self.num_classes if task == "seg" else 1
-                self.discriminators[task] = Discriminator(in_ch, self.plan.d_outputs)
+        for task in self.plan.d_tasks:
+            in_ch = self.num_classes if task == "seg" else 1
+            self.discriminators[task] = Discriminator(in_ch, self.plan.d_outputs)
         if cfg.trainer.channels_last:
             self.to(memory_format=torch.channels_last)
 

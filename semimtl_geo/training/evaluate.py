@@ -32,7 +32,7 @@ from semimtl_geo.errors import UserError
 from semimtl_geo.metrics import HeightMetrics, SegmentationMetrics, delta_m
 from semimtl_geo.outputs import check_output_file
 from semimtl_geo.training.config import DatasetConfig, dataset_from_dict
-from semimtl_geo.training.methods import METHOD_LABELS
+from semimtl_geo.training.methods import method_label
 from semimtl_geo.training.registry import EvalSample, get_kind
 
 #: Paper table whose layout a set of dataset kinds reproduces, and what its height task
@@ -80,11 +80,10 @@ class ModelResult:
 def model_label(loaded: LoadedModel) -> str:
     """Row label from the training config, e.g. ``SemiMTL (M2)``."""
     cfg = loaded.config or {}
-    method = cfg.get("method")
-    if method not in METHOD_LABELS:
+    label = method_label(str(cfg.get("method")), str(cfg.get("mode", "m2")))
+    if label is None:
         return Path(loaded.path).stem if loaded.path else "model"
-    label = METHOD_LABELS[method]
-    return f"{label} ({str(cfg.get('mode', 'm2')).upper()})" if method == "semimtl" else label
+    return label
 
 
 def datasets_of(loaded: LoadedModel) -> list[DatasetConfig]:
