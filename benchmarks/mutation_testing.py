@@ -93,15 +93,12 @@ GROUPS = [
         [
             "semimtl_geo/classes.py",
             "semimtl_geo/data/prepare.py",
-            "semimtl_geo/training/preview.py",
             "semimtl_geo/inference/qml.py",
         ],
         ["tests/test_classes.py"],
         [
             "semimtl_geo.classes.*",
-            "semimtl_geo.data.prepare.x_colours_to_classes__mutmut_*",
-            "semimtl_geo.data.prepare.x_label_colormap__mutmut_*",
-            "semimtl_geo.training.preview.x_colorize__mutmut_*",
+            "semimtl_geo.data.prepare.x_colors_to_classes__mutmut_*",
             "semimtl_geo.inference.qml.x__hex__mutmut_*",
         ],
     ),
@@ -229,12 +226,12 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'return {"pred": binary_adversarial_loss(pred_logits, is_real=None)}',
     ): "the target is 1.0 if is_real else 0.0, and None is falsy like False",
     (
-        "semimtl_geo.training.preview.colorize",
+        "semimtl_geo.classes.ClassTable.lut",
         "lut = np.zeros((257, 3), dtype=np.uint8)",
     ): "ids are mapped into 0..255 before indexing, so a 257th row is never read",
     (
-        "semimtl_geo.training.preview.colorize",
-        "return lut[np.where((ids >= 0) & (ids < 255), ids, IGNORE_INDEX)]",
+        "semimtl_geo.classes.ClassTable.colorize",
+        "return self.lut()[np.where((ids >= 0) & (ids < 255), ids, IGNORE_INDEX)]",
     ): "id 255 is sent to IGNORE_INDEX, which is 255: the same row either way",
     (
         "semimtl_geo.losses.berhu_loss",

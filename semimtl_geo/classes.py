@@ -7,6 +7,8 @@ Source: ISPRS 2D Semantic Labeling Contest documentation.
 
 from dataclasses import dataclass
 
+import numpy as np
+
 IGNORE_INDEX = 255
 
 
@@ -23,6 +25,27 @@ class ClassTable:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def lut(self) -> np.ndarray:
+        """Return the ``256 x 3`` uint8 RGB lookup table: class id -> its colour.
+
+        Ids without a class (the ignore index 255 among them) are black.
+        """
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: len(self.colors)] = np.asarray(self.colors, dtype=np.uint8).reshape(-1, 3)
+        lut[IGNORE_INDEX] = 0
+        return lut
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """Class ids to an RGB image (``... x 3`` uint8); ignore and ids outside 0..255 black."""
+        ids = np.asarray(labels).astype(np.int64)
+        return self.lut()[np.where((ids >= 0) & (ids <= 255), ids, IGNORE_INDEX)]
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """GeoTIFF colour table (RGBA per class id; the ignore index transparent black)."""
+        cmap = {i: (*c, 255) for i, c in enumerate(self.colors)}
+        cmap[IGNORE_INDEX] = (0, 0, 0, 0)
+        return cmap
 
     def to_dict(self) -> dict[str, list]:
         """Return a JSON-serialisable form (stored in manifests and checkpoints)."""

@@ -18,9 +18,8 @@ from semimtl_geo.classes import (
     ISPRS_CLASSES,
     ClassTable,
 )
-from semimtl_geo.data.prepare import colours_to_classes, label_colormap
+from semimtl_geo.data.prepare import colors_to_classes
 from semimtl_geo.inference.qml import class_qml_text
-from semimtl_geo.training.preview import colorize
 
 #: ISPRS label colour -> class id, as documented (boundary black -> ignore 255).
 ISPRS_RGB_TO_ID = {
@@ -77,7 +76,7 @@ def test_cityscapes_table_is_cityscapes_scripts_train_ids():
 
 def test_isprs_colours_to_ids_hand_written_table():
     colours = list(ISPRS_RGB_TO_ID)
-    ids, unknown = colours_to_classes(_rgb_image(colours))
+    ids, unknown = colors_to_classes(_rgb_image(colours))
     assert ids.dtype == np.uint8 and ids.shape == (2, len(colours))
     np.testing.assert_array_equal(ids[0], [ISPRS_RGB_TO_ID[c] for c in colours])
     np.testing.assert_array_equal(ids[1], ids[0])
@@ -89,13 +88,13 @@ def test_isprs_near_miss_colours_are_unknown_and_counted():
     near = [(254, 255, 255), (0, 1, 255), (0, 255, 254), (1, 255, 0), (255, 254, 0),
             (255, 0, 1), (0, 0, 1), (12, 34, 56)]
     rgb = _rgb_image(near + [(0, 255, 0)])
-    ids, unknown = colours_to_classes(rgb)
+    ids, unknown = colors_to_classes(rgb)
     assert (ids[:, :-1] == 255).all() and (ids[:, -1] == 3).all()
     assert unknown == {f"{r},{g},{b}": 2 for r, g, b in near}
 
 
 def test_prepared_label_colour_table():
-    cmap = label_colormap()
+    cmap = ISPRS_CLASSES.colormap()
     expected = {i: (*c, 255) for c, i in ISPRS_RGB_TO_ID.items() if i != 255}
     expected[255] = (0, 0, 0, 0)  # ignore: transparent
     assert cmap == expected
@@ -103,15 +102,15 @@ def test_prepared_label_colour_table():
 
 def test_colorize_hand_written_table():
     ids = np.array([[0, 1, 2, 3], [4, 5, 255, 3]], np.uint8)
-    rgb = colorize(ids, ISPRS_CLASSES)
+    rgb = ISPRS_CLASSES.colorize(ids)
     id_to_rgb = {v: k for k, v in ISPRS_RGB_TO_ID.items()}
     expected = np.array([[id_to_rgb[int(v)] for v in row] for row in ids], np.uint8)
     np.testing.assert_array_equal(rgb, expected)
     assert rgb.dtype == np.uint8
     # ids a table cannot have (a corrupt or int16 raster) are drawn black like ignore
-    odd = colorize(np.array([[-1, 256, 300, 6]]), ISPRS_CLASSES)
+    odd = ISPRS_CLASSES.colorize(np.array([[-1, 256, 300, 6]]))
     assert odd.tolist() == [[[0, 0, 0]] * 4]
-    city = colorize(np.array([[0, 18, 13]]), CITYSCAPES_CLASSES)
+    city = CITYSCAPES_CLASSES.colorize(np.array([[0, 18, 13]]))
     assert city.tolist() == [[[128, 64, 128], [119, 11, 32], [0, 0, 142]]]
 
 

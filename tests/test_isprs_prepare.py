@@ -16,7 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from semimtl_geo.cli.main import main
 from semimtl_geo.data import isprs
-from semimtl_geo.data.prepare import colours_to_classes
+from semimtl_geo.data.prepare import colors_to_classes
 from semimtl_geo.data.synthesize import synthesize_isprs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "torchgeo-isprs"
@@ -128,7 +128,7 @@ def test_resampling_preserves_area_and_majority(tmp_path):
     np.testing.assert_allclose(d_img.reshape(3, -1).mean(1), s_img.reshape(3, -1).mean(1), atol=2.0)
     s_lab, _, _ = _read(
         src / "potsdam/5_Labels_all_noBoundary/top_potsdam_2_10_label_noBoundary.tif")
-    ids, unknown = colours_to_classes(s_lab)
+    ids, unknown = colors_to_classes(s_lab)
     assert not unknown
     d_lab, _, _ = _read(out / "potsdam/label/potsdam_2_10.tif", 1)
     assert 255 in d_lab  # eroded boundaries stay ignore
@@ -207,7 +207,7 @@ def test_torchgeo_fixture(tmp_path, capsys):
         top, _, _ = _read(SHARED / "vaihingen/top" / f"top_mosaic_09cm_area{t['tile_id']}.tif")
         np.testing.assert_array_equal(img, top)
         gt, _, _ = _read(SHARED / "vaihingen" / f"top_mosaic_09cm_area{t['tile_id']}.tif")
-        np.testing.assert_array_equal(lab, colours_to_classes(gt)[0])
+        np.testing.assert_array_equal(lab, colors_to_classes(gt)[0])
         assert t["patches"] == 1
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from semimtl_geo.classes import IGNORE_INDEX, ISPRS_BOUNDARY_COLOR, ISPRS_CLASSES
+from semimtl_geo.grid import grid_stride
 
 DATASETS = ("potsdam", "vaihingen")
 
@@ -161,26 +162,5 @@ class GridSpec:
 
     @property
     def stride(self) -> int:
-        """Step between patch origins in pixels."""
-        return max(1, int(round(self.patch_size * (1.0 - self.overlap))))
-
-
-def grid_starts(length: int, patch: int, stride: int) -> list[int]:
-    """Patch origins along one axis: regular steps, the last shifted to end at the edge.
-
-    Patches never pad: a tile shorter than ``patch`` gets one patch covering all of it
-    (callers clip the patch size to the tile).
-    """
-    if length <= patch:
-        return [0]
-    starts = list(range(0, length - patch + 1, stride))
-    if starts[-1] + patch < length:
-        starts.append(length - patch)
-    return starts
-
-
-def grid_count(length: int, patch: int, stride: int) -> int:
-    """Count grid positions: ``ceil((L - P) / S) + 1`` for ``L > P`` (= ``len(grid_starts)``)."""
-    if length <= patch:
-        return 1
-    return -(-(length - patch) // stride) + 1
+        """Step between patch origins in pixels (:func:`semimtl_geo.grid.grid_stride`)."""
+        return grid_stride(self.patch_size, self.overlap)

@@ -45,8 +45,8 @@ from semimtl_geo.data.samplers import (
     TileGridSampler,
 )
 from semimtl_geo.errors import UserError
+from semimtl_geo.tasks import TASK_KEYS
 
-TASK_KEYS = {"seg": "mask", "height": "height"}
 #: Crops per epoch of the training loader when ``samples_per_epoch`` is None: long enough
 #: that step-based training never exhausts it.
 DEFAULT_SAMPLES_PER_EPOCH = 1_000_000

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import re
 import shutil
 import time
@@ -50,9 +49,11 @@ from rasterio.warp import reproject
 from tqdm.auto import tqdm
 
 from semimtl_geo import __version__
+from semimtl_geo.atomic import atomic_output, atomic_outputs, atomic_write_json
 from semimtl_geo.data import isprs
 from semimtl_geo.data.archives import SourceFile, SourceIndex
 from semimtl_geo.errors import UserError
+from semimtl_geo.grid import grid_count
 from semimtl_geo.outputs import SOFTWARE, check_output_dir
 
 MANIFEST_NAME = "manifest.json"
@@ -345,7 +346,7 @@ def _read(src: SourceFile, what: str, indexes: list[int] | None = None):
             return data, (ds.crs, ds.transform) if georef else None
 
 
-def colours_to_classes(rgb: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+def colors_to_classes(rgb: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     """Map an RGB label image (3xHxW) to class ids; unknown colours -> 255 and are counted.
 
     The boundary colour (0, 0, 0) of the eroded labels becomes the ignore index 255 and is
@@ -420,13 +421,6 @@ def _write_gtiff(path: Path, data: np.ndarray, transform: Affine, crs, *, nodata
             dst.set_band_description(i, d)
 
 
-def label_colormap() -> dict[int, tuple[int, int, int, int]]:
-    """GeoTIFF colour table of the prepared labels (ISPRS colours, 255 transparent black)."""
-    cmap = {i: (*c, 255) for i, c in enumerate(isprs.CLASSES.colors)}
-    cmap[isprs.IGNORE] = (0, 0, 0, 0)
-    return cmap
-
-
 def output_paths(out_root: str | Path, dataset: str, tile: str) -> dict[str, Path]:
     """Where the prepared image/label/nDSM of a tile go."""
     name = isprs.tile_name(dataset, tile)
@@ -484,7 +478,7 @@ def _prepare_tile(job: TileJob) -> TileResult:
             f"{rgb.shape[2]}x{rgb.shape[1]} px, "
             f"image {job.image.display} is {w}x{h} px"
         )
-    labels, unknown = colours_to_classes(rgb[:3])
+    labels, unknown = colors_to_classes(rgb[:3])
     del rgb
 
     ndsm = None
@@ -522,26 +516,13 @@ def _prepare_tile(job: TileJob) -> TileResult:
         transform = dst_t
 
     paths = output_paths(job.out_root, job.dataset, job.tile)
-    tmps = {k: p.with_name(f".{p.name}.partial") for k, p in paths.items()}
-    written = []
-    try:
-        for p in tmps.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_outputs(paths, suffix=".partial") as tmps:  # Ctrl-C: no partial files
         _write_gtiff(tmps["image"], image, transform, crs, descriptions=job.bands,
                      photometric="MINISBLACK")
-        written.append("image")
         _write_gtiff(tmps["label"], labels, transform, crs, nodata=isprs.IGNORE,
-                     colormap=label_colormap())
-        written.append("label")
+                     colormap=isprs.CLASSES.colormap())
         if ndsm is not None:
             _write_gtiff(tmps["ndsm"], ndsm.astype(np.float32), transform, crs, nodata=float("nan"))
-            written.append("ndsm")
-        for k in written:
-            os.replace(tmps[k], paths[k])
-    except BaseException:  # Ctrl-C included: never leave partial files behind
-        for p in tmps.values():
-            p.unlink(missing_ok=True)
-        raise
 
     out_root = Path(job.out_root)
     valid = np.isfinite(ndsm) if ndsm is not None else None
@@ -597,10 +578,10 @@ def band_stats(hists: Iterable[list[list[int]]]) -> tuple[list[float], list[floa
 
 
 def patch_count(width: int, height: int, patch_size: int = 512, overlap: float = 0.5) -> int:
-    """Patches of the per-tile, edge-aligned evaluation grid (see ``isprs.grid_count``)."""
+    """Patches of the per-tile, edge-aligned evaluation grid (see ``grid_count``)."""
     stride = isprs.GridSpec(patch_size, overlap).stride
-    return (isprs.grid_count(width, patch_size, stride)
-            * isprs.grid_count(height, patch_size, stride))
+    return (grid_count(width, patch_size, stride)
+            * grid_count(height, patch_size, stride))
 
 
 # ----------------------------------------------------------------------------------------
@@ -622,10 +603,8 @@ def write_preview(out: Path, dataset: str, record: dict[str, Any], max_px: int =
         image = src.read(indexes=list(range(1, n + 1)), out_shape=(n, *shape))
     with rasterio.open(out / record["label"]) as src:
         labels = src.read(1, out_shape=shape)
-    colours = np.zeros((256, 3), np.uint8)
-    colours[: len(isprs.CLASSES)] = np.array(isprs.CLASSES.colors, np.uint8)
     panels = [(np.moveaxis(image, 0, -1), "image (first 3 bands)"),
-              (colours[labels], "labels (black = ignore)")]
+              (isprs.CLASSES.colorize(labels), "labels (black = ignore)")]
     if record.get("ndsm"):
         with rasterio.open(out / record["ndsm"]) as src:
             panels.append((src.read(1, out_shape=shape), "nDSM (normalised)"))
@@ -640,10 +619,11 @@ def write_preview(out: Path, dataset: str, record: dict[str, Any], max_px: int =
                  f"{record['width']}x{record['height']} px")
     fig.tight_layout()
     path = out / dataset / "preview.png"
-    tmp = path.with_name(".preview.png.partial")
-    fig.savefig(tmp, format="png", dpi=80, metadata={"Software": SOFTWARE})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path, suffix=".partial") as tmp:
+            fig.savefig(tmp, format="png", dpi=80, metadata={"Software": SOFTWARE})
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -663,12 +643,6 @@ def read_manifest_file(out: str | Path) -> dict[str, Any]:
         raise UserError(
             f"'{path}' is not a readable manifest ({exc}); prepare the data again."
         ) from None
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _check_output(out: Path, dataset: str, overwrite: bool) -> None:
@@ -790,7 +764,7 @@ def prepare_isprs(potsdam: str | Path | None, vaihingen: str | Path | None, out:
         mine = [r for r in results if r.dataset == dataset]
         manifest["datasets"][dataset] = _dataset_manifest(dataset, root, mine, info, opts)
     manifest_path = out / MANIFEST_NAME
-    _write_json_atomic(manifest_path, manifest)
+    atomic_write_json(manifest_path, manifest)
     if opts.preview:
         for dataset, _, _, _ in plans:
             tiles = manifest["datasets"][dataset]["tiles"]
@@ -879,8 +853,7 @@ __all__ = [
     "TileJob",
     "TileResult",
     "band_stats",
-    "colours_to_classes",
-    "label_colormap",
+    "colors_to_classes",
     "local_vaihingen_transform",
     "output_paths",
     "patch_count",

@@ -25,7 +25,8 @@ import torch
 from affine import Affine
 from torch.utils.data import Sampler
 
-from semimtl_geo.data.isprs import GridSpec, grid_count, grid_starts
+from semimtl_geo.data.isprs import GridSpec
+from semimtl_geo.grid import grid_count, grid_starts
 
 GeoSlice = tuple[slice, slice]
 

@@ -401,7 +401,6 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.colors import ListedColormap
 
         keys = [k for k in ("mask", "height") if k in sample]
         fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4 * (1 + len(keys)), 3), squeeze=False)
@@ -410,11 +409,7 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
         axes[0, 0].set_title("image")
         for ax, key in zip(axes[0, 1:], keys):
             if key == "mask":
-                colors = np.array(self.classes.colors + ((0, 0, 0),)) / 255.0
-                m = sample["mask"].numpy().copy()
-                m[m == IGNORE_INDEX] = len(self.classes)
-                ax.imshow(m, cmap=ListedColormap(colors), vmin=0, vmax=len(self.classes),
-                          interpolation="nearest")
+                ax.imshow(self.classes.colorize(sample["mask"].numpy()), interpolation="nearest")
                 ax.set_title("mask (train ids)")
             else:
                 ax.imshow(sample["height"].numpy(), cmap="magma")

@@ -20,15 +20,13 @@ learn them. Everything derives from a fixed seed.
 """
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from semimtl_geo.atomic import atomic_dir
 from semimtl_geo.classes import CITYSCAPES_CLASSES
 from semimtl_geo.data.streetview_base import LABEL_ID_TO_TRAIN_ID
 
@@ -58,7 +56,7 @@ class Scene:
     depth: np.ndarray  # H x W float32 metres, +inf at the sky
 
 
-def _colour(label_id: int) -> tuple[int, int, int]:
+def _color(label_id: int) -> tuple[int, int, int]:
     train_id = LABEL_ID_TO_TRAIN_ID.get(label_id)
     return (90, 90, 90) if train_id is None else CITYSCAPES_CLASSES.colors[train_id]
 
@@ -97,7 +95,7 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], fx: float) -> Sc
         depth[max(0, base - ph) : base, left : left + pw] = ground_depth[base - 1, 0]
     # Bottom rows: the ego vehicle's bonnet (not evaluated).
     ids[h - max(1, h // 16) :, :] = EGO_VEHICLE
-    palette = np.array([_colour(i) for i in range(256)], dtype=np.float64)
+    palette = np.array([_color(i) for i in range(256)], dtype=np.float64)
     image = palette[ids] + rng.normal(0.0, 12.0, (h, w, 3))
     return Scene(np.clip(image, 0, 255).astype(np.uint8), ids, depth.astype(np.float32))
 
@@ -228,17 +226,9 @@ def write_streetview_fixtures(
             f"{', '.join(existing)} already exist; pass --overwrite or pick another -o."
         )
     for name, final in targets.items():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would otherwise survive the rename
-        try:
+        with atomic_dir(final) as tmp:
             if name == "cityscapes":
                 write_cityscapes_fixture(tmp, size, frames_per_city, seed)
             else:
                 write_synscapes_fixture(tmp, size, synscapes_frames, seed + 1)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return targets

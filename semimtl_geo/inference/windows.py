@@ -1,6 +1,7 @@
 """Sliding-window grids over a raster, with edge windows shifted inside.
 
-A grid is defined in *input* pixels. Windows are ``win_h x win_w`` input pixels and
+The grid itself is :mod:`semimtl_geo.grid` (the same one prepare counts patches on). A
+grid is defined in *input* pixels. Windows are ``win_h x win_w`` input pixels and
 start every ``stride`` pixels; the last window of a row/column is shifted back so that
 it ends exactly at the raster edge (it overlaps its neighbour more) instead of sticking
 out past the data and being zero-padded (torchgeo's ``GriddedPatchSampler`` centres its
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from semimtl_geo.errors import UserError
+from semimtl_geo.grid import grid_starts as window_starts
+from semimtl_geo.grid import grid_stride
 
 #: Encoder inputs are kept to a multiple of this (the dilated encoder's stride).
 MODEL_MULTIPLE = 8
@@ -34,26 +37,6 @@ MIN_MODEL_SIZE = 32
 
 def _ceil_to(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
-
-
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Start offsets covering ``[0, length)`` with the last window ending at ``length``.
-
-    Args:
-        length: raster size along the axis (pixels).
-        window: window size along the axis (``<= length``).
-        stride: step between window starts (``>= 1``).
-
-    Returns:
-        Sorted, unique start offsets; ``[0]`` when the window spans the whole axis.
-
-    """
-    if window >= length:
-        return [0]
-    starts = list(range(0, length - window + 1, max(1, stride)))
-    if starts[-1] != length - window:
-        starts.append(length - window)
-    return starts
 
 
 @dataclass(frozen=True)
@@ -91,7 +74,7 @@ def _axis(length: int, patch: int, overlap: float, scale: float) -> tuple[int, i
             MIN_MODEL_SIZE, _ceil_to(int(round(win * scale)), MODEL_MULTIPLE)
         )
         mode = "resize"
-    stride = max(1, int(math.floor(win * (1.0 - overlap))))
+    stride = grid_stride(win, overlap)
     return win, stride, model, mode
 
 

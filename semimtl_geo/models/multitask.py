@@ -2,7 +2,6 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
@@ -10,9 +9,9 @@ from torch import nn
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.encoder import build_encoder
 from semimtl_geo.models.heads import HeightHead, PSPSegmentationHead
+from semimtl_geo.tasks import TASKS, Task
 
-Task = Literal["seg", "height"]
-TASKS: tuple[str, ...] = ("seg", "height")
+__all__ = ["TASKS", "MultiTaskNet", "Task", "normalise_tasks"]
 
 
 def normalise_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ import yaml
 from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.errors import UserError
 from semimtl_geo.losses import INTER_MODES
+from semimtl_geo.tasks import TASKS
 from semimtl_geo.training.methods import get_method
 
 PRECISIONS: tuple[str, ...] = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -441,8 +442,6 @@ def load_config(
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
-    from semimtl_geo.models.multitask import TASKS
-
     method = get_method(cfg.method)  # unknown names: the error lists the registered ones
     if cfg.mode not in INTER_MODES:  # pragma: no cover - guarded by Literal
         raise UserError(f"Config key 'mode' must be one of {INTER_MODES}.")

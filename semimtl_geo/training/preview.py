@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from semimtl_geo.atomic import atomic_output
-from semimtl_geo.classes import IGNORE_INDEX, ClassTable
+from semimtl_geo.classes import ClassTable
 from semimtl_geo.outputs import SOFTWARE
 
 
@@ -27,16 +27,6 @@ class PreviewRow:
     pred_class: np.ndarray | None
     height: np.ndarray | None
     pred_height: np.ndarray | None
-
-
-def colorize(labels: np.ndarray, classes: ClassTable) -> np.ndarray:
-    """Class ids to an RGB image; ignore pixels and ids outside 0..255 are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    for i, colour in enumerate(classes.colors):
-        lut[i] = colour
-    lut[IGNORE_INDEX] = 0
-    ids = labels.astype(np.int64)
-    return lut[np.where((ids >= 0) & (ids <= 255), ids, IGNORE_INDEX)]
 
 
 def save_preview(
@@ -64,8 +54,8 @@ def save_preview(
         img = np.clip(np.moveaxis(row.image[:3], 0, -1), 0, 1)
         panels = [
             img,
-            None if row.mask is None else colorize(row.mask, classes),
-            None if row.pred_class is None else colorize(row.pred_class, classes),
+            None if row.mask is None else classes.colorize(row.mask),
+            None if row.pred_class is None else classes.colorize(row.pred_class),
             row.height,
             row.pred_height,
         ]

@@ -14,7 +14,6 @@ is loaded); ``method: <name>`` then works in configs and ``--method <name>`` on 
 import importlib
 
 from semimtl_geo.training.methods.base import (
-    LABEL_KEY,
     METHOD_LABELS,
     DatasetRole,
     DiscriminatorKind,
@@ -44,7 +43,6 @@ for _module in BUILTIN:
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
-    "LABEL_KEY",
     "METHOD_LABELS",
     "DatasetRole",
     "DiscriminatorKind",

@@ -37,12 +37,10 @@ from semimtl_geo.losses import (
     seg_to_discriminator_input,
     segmentation_loss,
 )
-from semimtl_geo.models.multitask import TASKS
+from semimtl_geo.tasks import TASK_KEYS, TASKS
 from semimtl_geo.training.backward import WeightedTerm
 
 DiscriminatorKind = Literal["none", "binary", "domain"]
-#: Batch key holding each task's labels (the loaders' contract).
-LABEL_KEY: Mapping[str, str] = {"seg": "mask", "height": "height"}
 
 
 class DatasetSpec(Protocol):
@@ -175,10 +173,10 @@ def height_target(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def check_batch(role: DatasetRole, batch: Mapping[str, torch.Tensor]) -> None:
     """Fail clearly when a dataset's loader lacks the labels its config declares."""
     for task in role.labelled:
-        if LABEL_KEY[task] not in batch:
+        if TASK_KEYS[task] not in batch:
             raise UserError(
                 f"Dataset '{role.name}' declares '{task}' labels but its batches have no "
-                f"'{LABEL_KEY[task]}'; remove '{task}' from its tasks or fix the data."
+                f"'{TASK_KEYS[task]}'; remove '{task}' from its tasks or fix the data."
             )
 
 
@@ -275,7 +273,7 @@ class Method:
         terms: list[WeightedTerm] = []
         for task in role.labelled:
             if task == "seg":
-                value = segmentation_loss(outputs["seg"], batch[LABEL_KEY["seg"]])
+                value = segmentation_loss(outputs["seg"], batch[TASK_KEYS["seg"]])
                 terms.append(WeightedTerm(f"{task}/sup", loss_cfg.w_seg, value))
             else:
                 value = berhu_loss(
@@ -485,7 +483,7 @@ def discriminator_losses(
         pred_logits = discriminate(disc, prediction_to_d(task, predictions[task].detach()))
         gt_logits = None
         if task in role.labelled and method.d_sees_ground_truth:
-            gt = target_to_d(task, batch[LABEL_KEY[task]], num_classes, loss_cfg.height_fill)
+            gt = target_to_d(task, batch[TASK_KEYS[task]], num_classes, loss_cfg.height_fill)
             gt_logits = discriminate(disc, gt)
         for key, value in method.discriminator_terms(
             plan, role, task, pred_logits, gt_logits
