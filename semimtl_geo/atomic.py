@@ -57,10 +57,10 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
+def atomic_write_text(path: str | Path, text: str, suffix: str = ".tmp") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_output(path, suffix) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 

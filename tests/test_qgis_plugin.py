@@ -159,6 +159,25 @@ def test_plugin_code_imports_no_torch_or_semimtl_geo():
             assert set(roots) <= allowed, f"{path.name} imports {roots}"
 
 
+def test_plugin_modules_import_each_other_without_cycles():
+    """provider -> algorithms -> settings/runner: no module imports one that imports it."""
+    graph = {}
+    for path in PLUGIN_SRC.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.update([node.module] if node.module else [a.name for a in node.names])
+        graph[path.stem] = deps
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d)))
+                   for d in graph.get(start, ()))
+
+    cycles = [m for m in graph if reaches(m, m)]
+    assert not cycles, {m: graph[m] for m in cycles}
+    assert "algorithms" in graph["provider"] and "provider" not in graph["algorithms"]
+
+
 def test_install_and_zip_commands(tmp_path):
     profile = tmp_path / "profile"
     profile.mkdir()  # QGIS creates its profile folders; install refuses a missing one

@@ -411,7 +411,7 @@ def test_disk_full_while_writing_is_one_sentence(tmp_path, monkeypatch, capsys):
     _one_sentence(capsys.readouterr().err, "No space left on device", "free disk space")
 
     # the atomic writer names the file and leaves nothing behind
-    def no_space(self, text):
+    def no_space(self, text, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Path, "write_text", no_space)

@@ -4,15 +4,13 @@ Rasters are read decimated (at most ``max_side`` px on the long side, GDAL picks
 overviews when present), so previews of city-sized mosaics stay cheap.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from semimtl_geo.atomic import umask_mode
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 from semimtl_geo.outputs import SOFTWARE
 
@@ -82,7 +80,7 @@ def write_preview(
         colors = np.asarray(classes.colors, np.float32) / 255.0
         rgba = np.zeros((*cls.shape, 4), np.float32)
         ok = cls != IGNORE_INDEX
-        rgba[ok, :3] = colors[np.minimum(cls[ok], len(colors) - 1)]
+        rgba[ok, :3] = classes.colorize(cls[ok]) / 255.0
         rgba[ok, 3] = 1.0
         ax = axes.pop(0)
         ax.imshow(rgba, cmap=ListedColormap(colors))
@@ -101,15 +99,9 @@ def write_preview(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, metadata={"Software": SOFTWARE})
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_output(path, suffix=".partial.png") as tmp:
+            fig.savefig(tmp, dpi=100, metadata={"Software": SOFTWARE})
     finally:
         plt.close(fig)
     return path

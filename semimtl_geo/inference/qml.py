@@ -9,12 +9,10 @@ with no manual styling. The XML follows what QGIS 3 writes for
 same styles.
 """
 
-import os
-import tempfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from semimtl_geo.atomic import umask_mode
+from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 
 QGIS_VERSION = "3.22.0"
@@ -151,30 +149,16 @@ def _qgis_rgba(hex_color: str) -> str:
     return f"{r},{g},{b},255"
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_class_qml(path: str | Path, classes: ClassTable, nodata: int = IGNORE_INDEX) -> Path:
     """Write :func:`class_qml_text` to ``path`` atomically (e.g. ``tile_class.qml``)."""
-    return _atomic_write_text(Path(path), class_qml_text(classes, nodata))
+    return atomic_write_text(path, class_qml_text(classes, nodata), suffix=".partial")
 
 
 def write_height_qml(
     path: str | Path, vmin: float, vmax: float, unit: str = "m", cmap: str = "viridis"
 ) -> Path:
     """Write :func:`height_qml_text` to ``path`` atomically (e.g. ``tile_height.qml``)."""
-    return _atomic_write_text(Path(path), height_qml_text(vmin, vmax, unit, cmap))
+    return atomic_write_text(path, height_qml_text(vmin, vmax, unit, cmap), suffix=".partial")
 
 
 def confidence_qml_text() -> str:
@@ -184,4 +168,4 @@ def confidence_qml_text() -> str:
 
 def write_confidence_qml(path: str | Path) -> Path:
     """Write :func:`confidence_qml_text` to ``path`` atomically (``tile_confidence.qml``)."""
-    return _atomic_write_text(Path(path), confidence_qml_text())
+    return atomic_write_text(path, confidence_qml_text(), suffix=".partial")

@@ -15,8 +15,6 @@ unioned and their statistics combined. Each polygon gets:
 """
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import rasterio
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 
 
@@ -187,14 +186,7 @@ def vectorize_classes(
     if crs is not None and crs.is_geographic and not frame.empty:
         frame["area_m2"] = geodesic_areas(frame.geometry, crs)
     frame = frame.sort_values(["class_id", "pixels"], ascending=[True, False], kind="stable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".partial.gpkg",
-                               dir=out_path.parent)
-    os.close(fd)
-    Path(tmp).unlink()
-    try:
+    with atomic_output(out_path, suffix=".partial.gpkg") as tmp:
+        tmp.unlink()  # the GPKG driver creates the file itself
         frame.to_file(tmp, layer=layer, driver="GPKG")
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out_path

@@ -40,7 +40,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from . import runner
-from .provider import cli_setting
+from .settings import cli_setting
 
 _ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
 

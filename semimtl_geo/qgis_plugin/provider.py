@@ -5,28 +5,12 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms import ALGORITHMS
+from .runner import CLI_ENV_VAR
+from .settings import CLI_SETTING, processing_config
+
 PROVIDER_ID = "semimtl-geo"
 PROVIDER_NAME = "semimtl-geo"
-#: Processing setting holding the path of the ``semimtl-geo`` executable.
-CLI_SETTING = "SEMIMTL_GEO_CLI"
-
-
-def _processing_config():
-    """Return Processing's Python settings classes (absent in a bare PyQGIS application)."""
-    try:
-        from processing.core.ProcessingConfig import ProcessingConfig, Setting
-    except ImportError:
-        return None, None
-    return ProcessingConfig, Setting
-
-
-def cli_setting() -> str | None:
-    """Path of the CLI set in Processing's options, or None."""
-    config, _ = _processing_config()
-    if config is None:
-        return None
-    value = config.getSetting(CLI_SETTING)
-    return str(value) if value else None
 
 
 class SemimtlGeoProvider(QgsProcessingProvider):
@@ -50,12 +34,12 @@ class SemimtlGeoProvider(QgsProcessingProvider):
 
     def load(self) -> bool:
         """Register the CLI-path setting, then the algorithms."""
-        config, setting = _processing_config()
+        config, setting = processing_config()
         if config is not None:
             config.settingIcons[self.name()] = self.icon()
             config.addSetting(setting(
                 self.name(), CLI_SETTING,
-                "semimtl-geo executable (empty: $SEMIMTL_GEO_CLI, the install record, PATH)",
+                f"semimtl-geo executable (empty: ${CLI_ENV_VAR}, the install record, PATH)",
                 "", valuetype=setting.FILE,
             ))
             config.readSettings()
@@ -64,13 +48,11 @@ class SemimtlGeoProvider(QgsProcessingProvider):
 
     def unload(self) -> None:
         """Remove the setting again."""
-        config, _ = _processing_config()
+        config, _ = processing_config()
         if config is not None:
             config.removeSetting(CLI_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
         """Add one instance of each algorithm."""
-        from .algorithms import ALGORITHMS
-
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())
