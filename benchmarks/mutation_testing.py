@@ -92,13 +92,13 @@ GROUPS = [
         "classes",
         [
             "semimtl_geo/classes.py",
-            "semimtl_geo/data/prepare.py",
+            "semimtl_geo/data/isprs/prepare.py",
             "semimtl_geo/inference/qml.py",
         ],
         ["tests/test_classes.py"],
         [
             "semimtl_geo.classes.*",
-            "semimtl_geo.data.prepare.x_colors_to_classes__mutmut_*",
+            "semimtl_geo.data.isprs.prepare.x_colors_to_classes__mutmut_*",
             "semimtl_geo.inference.qml.x__hex__mutmut_*",
         ],
     ),

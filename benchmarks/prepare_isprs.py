@@ -39,7 +39,7 @@ def _peak_rss_mb() -> float:
 
 
 def _prepare_child(src: Path, out: Path, workers: int) -> None:
-    from semimtl_geo.data.prepare import PrepareOptions, prepare_isprs
+    from semimtl_geo.data.isprs.prepare import PrepareOptions, prepare_isprs
 
     t0 = time.perf_counter()
     potsdam = src / "potsdam" if (src / "potsdam").exists() else None

@@ -51,7 +51,7 @@ def prepare_isprs_cmd(potsdam, vaihingen, out, potsdam_bands, labels, target_gsd
     the target GSD, and OUT/manifest.json (sources, bands, classes, splits, statistics,
     patch counts). Tiles that fail are listed and the command exits with status 1.
     """
-    from semimtl_geo.data.prepare import PrepareOptions, prepare_isprs
+    from semimtl_geo.data.isprs.prepare import PrepareOptions, prepare_isprs
 
     tile_sel = None
     if tiles:

@@ -4,7 +4,7 @@ What it shows:
 
 1. :func:`semimtl_geo.data.synthesize.synthesize_isprs` writes small Potsdam- and
    Vaihingen-style archives (the real ISPRS file names and formats, synthetic scenes);
-2. :func:`semimtl_geo.data.prepare.prepare_isprs` with :class:`PrepareOptions` turns them
+2. :func:`semimtl_geo.data.isprs.prepare.prepare_isprs` with :class:`PrepareOptions` turns them
    into aligned, georeferenced 9 cm GeoTIFF tiles plus ``manifest.json`` (with the real
    downloads, point it at the folders holding the ISPRS zips instead);
 3. a :class:`~semimtl_geo.training.config.TrainConfig` is built from a plain ``dict`` with
@@ -33,11 +33,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from semimtl_geo.data.prepare import PrepareOptions, prepare_isprs
+from semimtl_geo.data.isprs.prepare import PrepareOptions, prepare_isprs
 from semimtl_geo.data.synthesize import synthesize_isprs
 from semimtl_geo.errors import UserError
-from semimtl_geo.training.config import METHODS, load_config
+from semimtl_geo.training.config import load_config
 from semimtl_geo.training.engine import train
+from semimtl_geo.training.methods import method_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32],
                    help="encoder output stride (8 = the paper's dilated network; 32 is "
                         "faster on a CPU)")
-    p.add_argument("--method", default="semimtl", choices=METHODS)
+    p.add_argument("--method", default="semimtl", choices=method_names())
     p.add_argument("--mode", default="m2", choices=["m1", "m2", "m3"],
                    help="SemiMTL inter-domain loss (eq. 4, 5 or 8)")
     p.add_argument("--patch", type=int, default=128,

@@ -18,7 +18,7 @@ from semimtl_geo.classes import (
     ISPRS_CLASSES,
     ClassTable,
 )
-from semimtl_geo.data.prepare import colors_to_classes
+from semimtl_geo.data.isprs.prepare import colors_to_classes
 from semimtl_geo.inference.qml import class_qml_text
 
 #: ISPRS label colour -> class id, as documented (boundary black -> ignore 255).

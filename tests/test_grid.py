@@ -3,8 +3,8 @@
 import pytest
 
 from semimtl_geo.data.isprs import GridSpec
-from semimtl_geo.data.prepare import patch_count
-from semimtl_geo.data.samplers import TileGrid, grid_windows
+from semimtl_geo.data.isprs.prepare import patch_count
+from semimtl_geo.data.isprs.samplers import TileGrid, grid_windows
 from semimtl_geo.grid import grid_count, grid_starts, grid_stride
 from semimtl_geo.inference.windows import make_grid
 

@@ -16,10 +16,10 @@ from semimtl_geo.data import (
     read_isprs_tile,
     read_manifest,
 )
-from semimtl_geo.data.datasets import make_isprs_geodataset
 from semimtl_geo.data.isprs import GridSpec
-from semimtl_geo.data.loaders import dihedral, isprs_geodataset
-from semimtl_geo.data.samplers import (
+from semimtl_geo.data.isprs.dataset import make_isprs_geodataset
+from semimtl_geo.data.isprs.loaders import dihedral, isprs_geodataset
+from semimtl_geo.data.isprs.samplers import (
     RandomTileCropSampler,
     TileGrid,
     TileGridSampler,

@@ -16,7 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from semimtl_geo.cli.main import main
 from semimtl_geo.data import isprs
-from semimtl_geo.data.prepare import colors_to_classes
+from semimtl_geo.data.isprs.prepare import colors_to_classes
 from semimtl_geo.data.synthesize import synthesize_isprs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "torchgeo-isprs"

@@ -11,7 +11,7 @@ _ISPRS_EXPORTS = {
 
 def __getattr__(name: str):
     if name in _ISPRS_EXPORTS:
-        from semimtl_geo.data import loaders
+        from semimtl_geo.data.isprs import loaders
 
         return getattr(loaders, name)
     raise AttributeError(f"module 'semimtl_geo.data' has no attribute {name!r}")

@@ -42,7 +42,7 @@ def _dataset(spec: Any) -> str:
 
 def describe(spec: Any) -> KindInfo:
     """Class table, bands, mean/std, GSD and nDSM scale from the manifest."""
-    from semimtl_geo.data.loaders import dataset_info
+    from semimtl_geo.data.isprs.loaders import dataset_info
 
     info = dataset_info(spec.root, _dataset(spec))
     return KindInfo(
@@ -58,7 +58,7 @@ def describe(spec: Any) -> KindInfo:
 
 def train_loader(spec: Any, request: TrainLoaderRequest):  # noqa: ANN201 - a DataLoader
     """Random in-tile crops (scale, flip/rot90 augmentation), exactly ``request.num_batches``."""
-    from semimtl_geo.data.loaders import make_isprs_train_loader
+    from semimtl_geo.data.isprs.loaders import make_isprs_train_loader
 
     return make_isprs_train_loader(
         spec.root,
@@ -79,7 +79,7 @@ def train_loader(spec: Any, request: TrainLoaderRequest):  # noqa: ANN201 - a Da
 
 def eval_samples(spec: Any, split: str) -> Iterator[EvalSample]:
     """Whole prepared tiles of ``split`` with labels and heights in metres."""
-    from semimtl_geo.data.loaders import list_isprs_tiles, read_isprs_tile
+    from semimtl_geo.data.isprs.loaders import list_isprs_tiles, read_isprs_tile
 
     dataset = _dataset(spec)
     for record in list_isprs_tiles(spec.root, dataset, split):

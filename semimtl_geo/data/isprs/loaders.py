@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from semimtl_geo.classes import ClassTable
 from semimtl_geo.data import isprs
-from semimtl_geo.data.datasets import make_isprs_geodataset
-from semimtl_geo.data.prepare import read_manifest_file
-from semimtl_geo.data.samplers import (
+from semimtl_geo.data.isprs.dataset import make_isprs_geodataset
+from semimtl_geo.data.isprs.prepare import read_manifest_file
+from semimtl_geo.data.isprs.samplers import (
     CropQuery,
     GeoSlice,
     PatchWindow,
@@ -319,7 +319,7 @@ def isprs_geodataset(prepared_root: str | Path, dataset: str, split: str = "trai
                      tasks: Sequence[str] = ("seg", "height")):
     """Build the torchgeo dataset (image & mask & height layers) of one prepared split.
 
-    Index it with the ``GeoSlice`` queries of :mod:`semimtl_geo.data.samplers`; samples hold
+    Index it with the ``GeoSlice`` queries of :mod:`semimtl_geo.data.isprs.samplers`; samples hold
     raw pixel values (float32 0-255) under ``image``, plus ``mask``/``height`` per task.
     """
     records = list_isprs_tiles(prepared_root, dataset, split)

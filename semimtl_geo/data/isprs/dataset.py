@@ -16,7 +16,7 @@ dataset's files. :func:`make_isprs_geodataset` intersects the layers a task list
 into one dataset whose samples hold ``image``, ``mask`` and ``height`` together, restricted
 to the tiles of one split. All layers read with nearest resampling, so class ids and
 heights are never blended even if a query were off-grid. Georeferencing meant for writing
-results back must come from the float64 tile records (:mod:`semimtl_geo.data.loaders`),
+results back must come from the float64 tile records (:mod:`semimtl_geo.data.isprs.loaders`),
 never from the float32 ``bounds``/``transform`` tensors torchgeo puts in samples.
 """
 

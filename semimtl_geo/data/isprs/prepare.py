@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from semimtl_geo import __version__
 from semimtl_geo.atomic import atomic_output, atomic_outputs, atomic_write_json
 from semimtl_geo.data import isprs
-from semimtl_geo.data.archives import SourceFile, SourceIndex
+from semimtl_geo.data.isprs.archives import SourceFile, SourceIndex
 from semimtl_geo.errors import UserError
 from semimtl_geo.grid import grid_count
 from semimtl_geo.outputs import SOFTWARE, check_output_dir
