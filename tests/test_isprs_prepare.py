@@ -16,6 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from semimtl_geo.cli.main import main
 from semimtl_geo.data import isprs
+from semimtl_geo.data.isprs.manifest import Manifest
 from semimtl_geo.data.isprs.prepare import colors_to_classes
 from semimtl_geo.data.synthesize import synthesize_isprs
 
@@ -44,7 +45,7 @@ def _prepare(src, out, *extra):
 
 
 def _expected_patches(width, height, patch=512, overlap=0.5):
-    stride = int(round(patch * (1 - overlap)))
+    stride = math.floor(patch * (1 - overlap))  # the one grid's stride (semimtl_geo.grid)
 
     def n(length):
         return 1 if length <= patch else math.ceil((length - patch) / stride) + 1
@@ -54,6 +55,7 @@ def _expected_patches(width, height, patch=512, overlap=0.5):
 
 def _check_prepared(out, n_potsdam, n_vaihingen):
     manifest = json.loads((out / "manifest.json").read_text())
+    assert Manifest.from_dict(manifest).to_dict() == manifest  # the typed form is the file
     assert manifest["target_gsd"] == 0.09
     assert manifest["classes"]["names"][1] == "building"
     for ds, n in (("potsdam", n_potsdam), ("vaihingen", n_vaihingen)):

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from semimtl_geo.classes import ClassTable
 from semimtl_geo.data import isprs
 from semimtl_geo.data.isprs.dataset import make_isprs_geodataset
-from semimtl_geo.data.isprs.prepare import read_manifest_file
+from semimtl_geo.data.isprs.manifest import load_manifest, read_manifest_file
 from semimtl_geo.data.isprs.samplers import (
     CropQuery,
     GeoSlice,
@@ -60,18 +60,6 @@ def read_manifest(prepared_root: str | Path) -> dict[str, Any]:
 
     """
     return read_manifest_file(prepared_root)
-
-
-def _dataset_entry(manifest: dict[str, Any], root: Path, dataset: str) -> dict[str, Any]:
-    if dataset not in isprs.DATASETS:
-        raise UserError(f"Unknown ISPRS dataset '{dataset}'; use 'potsdam' or 'vaihingen'.")
-    entry = manifest.get("datasets", {}).get(dataset)
-    if not entry:
-        raise UserError(
-            f"'{root}' holds no prepared {dataset} tiles; run 'semimtl-geo prepare-isprs "
-            f"--{dataset} DOWNLOAD_FOLDER -o {root}'."
-        )
-    return entry
 
 
 @dataclass(frozen=True)
@@ -111,25 +99,24 @@ class ISPRSInfo:
 def dataset_info(prepared_root: str | Path, dataset: str) -> ISPRSInfo:
     """Class table, bands, GSD, height scale and mean/std of a prepared dataset."""
     root = Path(prepared_root)
-    m = read_manifest(root)
-    e = _dataset_entry(m, root, dataset)
-    height = e.get("height") or {}
+    m = load_manifest(root)
+    e = m.dataset(dataset, root)
     return ISPRSInfo(
         dataset=dataset,
-        classes=ClassTable.from_dict(m["classes"]),
-        bands=tuple(e["bands"]),
-        gsd=float(e["gsd"]),
-        height_scale=float(e.get("height_scale", isprs.DEFAULT_HEIGHT_SCALE)),
-        height_unit=height.get("height_unit", "m"),
-        mean=tuple(e["mean"]),
-        std=tuple(e["std"]),
-        ignore_index=int(m.get("ignore_index", isprs.IGNORE)),
-        has_labels=bool(e.get("has_labels", True)),
-        has_height=bool(e.get("has_height", False)),
-        patch_size=int(m.get("patch_size", 512)),
-        overlap=float(m.get("overlap", 0.5)),
-        crs=e.get("crs"),
-        georeferencing=e.get("georeferencing", "source"),
+        classes=m.classes,
+        bands=tuple(e.bands),
+        gsd=float(e.gsd),
+        height_scale=float(e.height_scale),
+        height_unit=e.height_unit,
+        mean=tuple(e.mean),
+        std=tuple(e.std),
+        ignore_index=int(m.ignore_index),
+        has_labels=bool(e.has_labels),
+        has_height=bool(e.has_height),
+        patch_size=int(m.patch_size),
+        overlap=float(m.overlap),
+        crs=e.crs,
+        georeferencing=e.georeferencing,
     )
 
 
@@ -195,23 +182,22 @@ def list_isprs_tiles(
 
     """
     root = Path(prepared_root)
-    m = read_manifest(root)
-    e = _dataset_entry(m, root, dataset)
+    e = load_manifest(root).dataset(dataset, root)
     if split not in ("train", "test", "all"):
         raise UserError(f"Unknown split '{split}'; use 'train', 'test' or 'all'.")
     records = []
-    for t in e["tiles"]:
-        if split != "all" and t["split"] != split:
+    for t in e.tiles:
+        if split != "all" and t.split != split:
             continue
         records.append(TileRecord(
-            dataset=dataset, tile_id=t["tile_id"], split=t["split"],
-            image_path=root / t["image"],
-            mask_path=root / t["label"] if t.get("label") else None,
-            height_path=root / t["ndsm"] if t.get("ndsm") else None,
-            width=int(t["width"]), height=int(t["height"]),
-            transform=tuple(float(v) for v in t["transform"]), crs=t["crs"],
-            bands=tuple(e["bands"]), gsd=float(e["gsd"]),
-            height_scale=float(e.get("height_scale", isprs.DEFAULT_HEIGHT_SCALE)),
+            dataset=dataset, tile_id=t.tile_id, split=t.split,
+            image_path=root / t.image,
+            mask_path=root / t.label if t.label else None,
+            height_path=root / t.ndsm if t.ndsm else None,
+            width=int(t.width), height=int(t.height),
+            transform=tuple(float(v) for v in t.transform), crs=t.crs,
+            bands=tuple(e.bands), gsd=float(e.gsd),
+            height_scale=float(e.height_scale),
         ))
     if not records:
         raise UserError(

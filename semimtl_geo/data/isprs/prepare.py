@@ -27,7 +27,7 @@ succeeded. A tile that fails is reported by name and the others go on.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import multiprocessing
 import re
@@ -52,12 +52,19 @@ from semimtl_geo import __version__
 from semimtl_geo.atomic import atomic_output, atomic_outputs, atomic_write_json
 from semimtl_geo.data import isprs
 from semimtl_geo.data.isprs.archives import SourceFile, SourceIndex
+from semimtl_geo.data.isprs.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    DatasetEntry,
+    Manifest,
+    TileEntry,
+    load_manifest,
+    read_manifest_file,
+)
 from semimtl_geo.errors import UserError
 from semimtl_geo.grid import grid_count
 from semimtl_geo.outputs import SOFTWARE, check_output_dir
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
 #: Largest nDSM/ortho size difference (pixels per axis) that is padded/cropped, not failed.
 NDSM_SHAPE_TOLERANCE = 2
 #: GDAL block cache (MB) while preparing a tile.
@@ -632,19 +639,6 @@ def write_preview(out: Path, dataset: str, record: dict[str, Any], max_px: int =
 # ----------------------------------------------------------------------------------------
 
 
-def read_manifest_file(out: str | Path) -> dict[str, Any]:
-    """Load ``OUT/manifest.json`` (UserError if it is missing or unreadable)."""
-    path = Path(out) / MANIFEST_NAME
-    if not path.is_file():
-        raise UserError(f"'{path}' does not exist; run 'semimtl-geo prepare-isprs -o {out}' first.")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"'{path}' is not a readable manifest ({exc}); prepare the data again."
-        ) from None
-
-
 def _check_output(out: Path, dataset: str, overwrite: bool) -> None:
     target = out / dataset
     if target.exists() and any(target.rglob("*.tif")):
@@ -749,47 +743,42 @@ def prepare_isprs(potsdam: str | Path | None, vaihingen: str | Path | None, out:
     bar.close()
 
     manifest = _load_existing_manifest(out)
-    manifest.update({
-        "format": MANIFEST_FORMAT,
-        "tool": f"semimtl-geo {__version__}",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "target_gsd": opts.target_gsd,
-        "classes": isprs.CLASSES.to_dict(),
-        "ignore_index": isprs.IGNORE,
-        "patch_size": opts.patch_size,
-        "overlap": opts.overlap,
-    })
-    manifest.setdefault("datasets", {})
+    manifest.format = MANIFEST_FORMAT
+    manifest.tool = f"semimtl-geo {__version__}"
+    manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest.target_gsd = opts.target_gsd
+    manifest.classes = isprs.CLASSES
+    manifest.ignore_index = isprs.IGNORE
+    manifest.patch_size = opts.patch_size
+    manifest.overlap = opts.overlap
     for dataset, root, _jobs, info in plans:
         mine = [r for r in results if r.dataset == dataset]
-        manifest["datasets"][dataset] = _dataset_manifest(dataset, root, mine, info, opts)
+        manifest.datasets[dataset] = _dataset_manifest(dataset, root, mine, info, opts)
     manifest_path = out / MANIFEST_NAME
-    atomic_write_json(manifest_path, manifest)
+    atomic_write_json(manifest_path, manifest.to_dict())
     if opts.preview:
         for dataset, _, _, _ in plans:
-            tiles = manifest["datasets"][dataset]["tiles"]
+            tiles = manifest.datasets[dataset].tiles
             if tiles:
-                test = [t for t in tiles if t["split"] == "test"]
-                write_preview(out, dataset, (test or tiles)[0])
+                test = [t for t in tiles if t.split == "test"]
+                write_preview(out, dataset, dataclasses.asdict((test or tiles)[0]))
     order = {(j.dataset, j.tile): i for i, j in enumerate(all_jobs)}
     results.sort(key=lambda r: order[(r.dataset, r.tile)])
     return PrepareReport(manifest_path, results)
 
 
-def _load_existing_manifest(out: Path) -> dict[str, Any]:
-    path = out / MANIFEST_NAME
-    if path.is_file():
+def _load_existing_manifest(out: Path) -> Manifest:
+    """Return the folder's manifest (its other datasets are kept), or an empty one."""
+    if (out / MANIFEST_NAME).is_file():
         try:
-            data = json.loads(path.read_text())
-            if isinstance(data, dict):
-                return data
-        except ValueError:
+            return load_manifest(out)
+        except UserError:
             pass
-    return {}
+    return Manifest()
 
 
 def _dataset_manifest(dataset: str, root: Path, results: list[TileResult], info: dict[str, Any],
-                      opts: PrepareOptions) -> dict[str, Any]:
+                      opts: PrepareOptions) -> DatasetEntry:
     ok = [r for r in results if r.ok]
     ok.sort(key=lambda r: _tile_sort_key(r.tile))
     train = [r for r in ok if r.split == "train"]
@@ -801,20 +790,20 @@ def _dataset_manifest(dataset: str, root: Path, results: list[TileResult], info:
     counts = {s: sum(r.record["patches"] for r in ok if r.split == s) for s in ("train", "test")}
     has_height = bool(ok) and all(r.record["ndsm"] for r in ok)
     georef = sorted({r.record["georeferencing"] for r in ok})
-    entry: dict[str, Any] = {
-        "source_root": str(root.resolve()),
-        "archives": info["archives"],
-        "bands": info["bands"],
-        "image_product": info["image_product"],
-        "gsd": opts.target_gsd,
-        "native_gsd": isprs.NATIVE_GSD[dataset],
-        "crs": ok[0].record["crs"] if ok else None,
-        "georeferencing": georef[0] if len(georef) == 1 else georef,
-        "labels": opts.labels,
-        "label_file_pattern": info["label_file_pattern"],
-        "has_labels": bool(ok),
-        "has_height": has_height,
-        "height": {
+    entry = DatasetEntry(
+        source_root=str(root.resolve()),
+        archives=info["archives"],
+        bands=info["bands"],
+        image_product=info["image_product"],
+        gsd=opts.target_gsd,
+        native_gsd=isprs.NATIVE_GSD[dataset],
+        crs=ok[0].record["crs"] if ok else None,
+        georeferencing=georef[0] if len(georef) == 1 else georef,
+        labels=opts.labels,
+        label_file_pattern=info["label_file_pattern"],
+        has_labels=bool(ok),
+        has_height=has_height,
+        height={
             "file_pattern": info["ndsm_file_pattern"],
             "normalisation": "8-bit grey level / 255 -> [0, 1]; nodata NaN",
             "height_scale": opts.height_scale.get(dataset, isprs.DEFAULT_HEIGHT_SCALE),
@@ -823,18 +812,18 @@ def _dataset_manifest(dataset: str, root: Path, results: list[TileResult], info:
                            "document no vertical scale, set it with --"
                            f"{dataset}-height-scale"),
         } if opts.ndsm else None,
-        "height_scale": opts.height_scale.get(dataset, isprs.DEFAULT_HEIGHT_SCALE),
-        "mean": mean,
-        "std": std,
-        "stats_from": "train" if train else "all",
-        "official_split": {s: list(isprs.SPLITS[dataset][s]) for s in ("train", "test")},
-        "split": split,
-        "patch_counts": counts,
-        "tiles": [r.record for r in ok],
-        "failed": [{"tile_id": r.tile, "error": r.error} for r in results if not r.ok],
-    }
+        height_scale=opts.height_scale.get(dataset, isprs.DEFAULT_HEIGHT_SCALE),
+        mean=mean,
+        std=std,
+        stats_from="train" if train else "all",
+        official_split={s: list(isprs.SPLITS[dataset][s]) for s in ("train", "test")},
+        split=split,
+        patch_counts=counts,
+        tiles=[TileEntry.from_dict(r.record) for r in ok],
+        failed=[{"tile_id": r.tile, "error": r.error} for r in results if not r.ok],
+    )
     if dataset == "vaihingen" and "local" in georef:
-        entry["local_grid"] = {
+        entry.local_grid = {
             "crs": isprs.VAIHINGEN_LOCAL_CRS,
             "note": ("The Vaihingen tops carry no georeferencing: each area got a local grid at "
                      f"{isprs.NATIVE_GSD['vaihingen']} m with its top-left corner at "
