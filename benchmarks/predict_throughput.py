@@ -8,17 +8,24 @@ falls on all of them alike):
   ``--engine`` (``auto`` by default), at ``--overlap``: read + model + Hann blending +
   COG writing (class + height, overviews, QML; no PNG preview);
 * ``ref``: the same call with ``semimtl_geo`` imported from a ``git worktree`` of
-  ``--ref`` (default ``main``; its commit is recorded) — "today's" pipeline, at the
-  same overlap, on its own default (eager float32 on CPU);
+  ``--ref`` (default :data:`REF_DEFAULT`, main just before issue 14 landed; its commit
+  is recorded) — "today's" pipeline, at the same overlap, on its own default (eager
+  float32 on CPU);
 * ``baseline``: the plain torchgeo loop: ``RasterDataset`` + ``GriddedPatchSampler``
   (size = patch, stride = patch x (1 - overlap), the same overlap), batch 1, eager
   float32, each patch's arg-max/height written into tiled GeoTIFFs (last write wins),
-  no blending, no read-ahead.
+  no blending, no read-ahead. Its grid has the same windows as ours where the stride
+  divides the raster (size and stride are given in CRS units with the stride a hair
+  longer, so that float rounding of ``(width - size) / stride`` does not add a row and
+  a column of windows hanging off the raster); both window counts are recorded.
 
 Every case runs in a fresh child process so its peak RSS (``ru_maxrss``) is its own.
-Megapixels/s = raster pixels / wall seconds. Ratios are per round (``ours`` over the
-other case of the same round) and the median over rounds is reported, with the load
-average before each case. Examples::
+Megapixels/s = raster pixels / wall seconds. CPU seconds (``time.process_time`` of the
+child over the same span: all its threads, GDAL's included) are recorded too: on a
+machine other jobs share, wall time mostly measures their load, CPU time the work (use
+``--threads 1`` so idle OpenMP threads spinning on busy cores do not count). Ratios are
+per round (``ours`` over the other case of the same round), by wall and by CPU seconds,
+and the median over rounds is reported, with the load average before each case. Examples::
 
     # predict vs the plain loop, the demo's network (ResNet18, output stride 16)
     python benchmarks/predict_throughput.py --sizes 2048 --model resnet18 \
@@ -52,6 +59,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: "Today's main" for the ``ref`` case: main just before issue 14's pipeline landed
+#: (``--ref main`` would compare this code with itself once it has landed).
+REF_DEFAULT = "b845855"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -129,13 +139,14 @@ def run_ours(args: argparse.Namespace) -> dict:
     kwargs = {}
     if "engine" in inspect.signature(WindowPredictor).parameters:
         kwargs["engine"] = args.engine
-    start = time.perf_counter()  # engine set-up (e.g. ONNX export) is part of the time
+    start, cpu = time.perf_counter(), time.process_time()  # engine set-up is part of it
     predictor = WindowPredictor(LoadedModel(model, meta, {}), device=args.device, **kwargs)
     out = Path(args.workdir) / f"out_{args.case}_{Path(args.raster).stem}"
     result = predict_raster(predictor, args.raster, out, batch_size=args.batch_size,
                             overwrite=True, preview=False)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "windows": result.windows,
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+            "windows": result.windows,
             "engine": getattr(predictor, "engine_name", "(none: eager fp32 on CPU)"),
             "module": str(Path(semimtl_geo.__file__).parent)}
 
@@ -150,12 +161,12 @@ def run_baseline(args: argparse.Namespace) -> dict:
     import torch
     from rasterio.windows import Window
     from torchgeo.datasets import RasterDataset
-    from torchgeo.samplers import GriddedPatchSampler
+    from torchgeo.samplers import GriddedPatchSampler, Units
 
     model = build_model(args.model, args.output_stride).to(args.device)
     mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1).to(args.device)
     std = torch.tensor([0.25] * 3).view(1, 3, 1, 1).to(args.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with rasterio.open(args.raster) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
                    "crs": src.crs, "transform": src.transform, "tiled": True,
@@ -165,7 +176,11 @@ def run_baseline(args: argparse.Namespace) -> dict:
         width, height = src.width, src.height
     dataset = RasterDataset(paths=[args.raster], cache=False)
     stride = max(1, int(args.patch_size * (1.0 - args.overlap)))
-    sampler = GriddedPatchSampler(dataset, size=args.patch_size, stride=stride)
+    # In pixel units torchgeo computes ceil((width - size) / stride) in CRS units, where
+    # 0.09 m pixels round 6 up to 6.000000001 and add a row and a column of windows
+    # (64 instead of 49 at 2048 px); a stride longer by 1e-9 keeps the same grid as ours.
+    sampler = GriddedPatchSampler(dataset, size=args.patch_size * res,
+                                  stride=stride * res * (1 + 1e-9), units=Units.CRS)
     out = Path(args.workdir) / f"out_baseline_{Path(args.raster).stem}"
     out.mkdir(parents=True, exist_ok=True)
     windows = 0
@@ -201,7 +216,8 @@ def run_baseline(args: argparse.Namespace) -> dict:
         if batch:
             flush(batch, images)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "windows": windows, "engine": "eager fp32, batch 1"}
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "windows": windows,
+            "engine": "eager fp32, batch 1"}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -275,7 +291,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--cases", nargs="+", default=["ours", "baseline"],
                         choices=["ours", "ours-overlap0", "ref", "baseline"])
-    parser.add_argument("--ref", default="main", help="git ref of the 'ref' case")
+    parser.add_argument("--ref", default=REF_DEFAULT,
+                        help="git ref of the 'ref' case (default: main before issue 14)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all cases")
     parser.add_argument("--workdir", default=None, help="where rasters go (default: a tmp dir)")
     parser.add_argument("--csv", type=Path, default=RESULTS / "predict_runs.csv",
@@ -307,6 +324,7 @@ def main() -> None:
                        "overlap": 0.0 if case == "ours-overlap0" else args.overlap,
                        "device": args.device, "engine": res["engine"],
                        "windows": res["windows"], "seconds": round(res["seconds"], 2),
+                       "cpu_seconds": round(res["cpu_seconds"], 2),
                        "mp_per_s": float(f"{size * rows_px / 1e6 / res['seconds']:.4g}"),
                        "peak_rss_mb": round(res["peak_rss_mb"], 1),
                        "load_before": res["load_before"],
@@ -320,28 +338,39 @@ def main() -> None:
             for r in rows:
                 if ours and r["size"] == size and r["round"] == rnd:  # same raster: seconds
                     r["ours_over_this"] = round(r["seconds"] / ours["seconds"], 3)
+                    r["ours_over_this_cpu"] = round(r["cpu_seconds"] / ours["cpu_seconds"], 3)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
-    new = not args.csv.exists()
     fields = ["size", "rows", "round", "case", "model", "output_stride", "patch", "overlap",
-              "device", "engine", "windows", "seconds", "mp_per_s", "peak_rss_mb", "ours_over_this",
+              "device", "engine", "windows", "seconds", "cpu_seconds", "mp_per_s", "peak_rss_mb",
+              "ours_over_this", "ours_over_this_cpu",
               "load_before", "ref_commit", "cpu", "threads"]
+    new = not args.csv.exists()
+    if not new and args.csv.read_text().splitlines()[0].split(",") != fields:
+        args.csv = args.csv.with_name(args.csv.stem + "_v2.csv")  # older column set
+        new = not args.csv.exists()
     with args.csv.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerows(rows)
     print("| size | case | engine | windows | MP/s (median) | peak RSS (MiB) | "
-          "ours / case per round | median | load before |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "ours / case per round (wall) | median | ours / case per round (CPU) | median | "
+          "load before |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}" if values else "nan"
+
     for size in args.sizes:
         for case in args.cases:
             rs = [r for r in rows if r["size"] == size and r["case"] == case]
             ratios = [r["ours_over_this"] for r in rs if "ours_over_this" in r]
+            cpu = [r["ours_over_this_cpu"] for r in rs if "ours_over_this_cpu" in r]
             print(f"| {size} | {case} | {rs[0]['engine']} | {rs[0]['windows']} | "
                   f"{statistics.median(r['mp_per_s'] for r in rs):.4g} | "
                   f"{max(r['peak_rss_mb'] for r in rs):.0f} | "
-                  f"{', '.join(f'{x:.2f}' for x in ratios)} | "
-                  f"{statistics.median(ratios) if ratios else float('nan'):.2f} | "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)} | {median(ratios)} | "
+                  f"{', '.join(f'{x:.2f}' for x in cpu)} | {median(cpu)} | "
                   f"{', '.join(str(r['load_before']) for r in rs)} |")
 
 

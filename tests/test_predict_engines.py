@@ -12,6 +12,7 @@ from semimtl_geo.checkpoint import load_model_checkpoint
 from semimtl_geo.cli.main import main
 from semimtl_geo.errors import UserError
 from semimtl_geo.inference import engines, predict_array
+from semimtl_geo.inference.engine import _argmax_classes
 from semimtl_geo.inference.engines import Engine, float32_outputs, resolve_engine
 from semimtl_geo.inference.parallel import worker_devices
 
@@ -163,6 +164,24 @@ def test_devices_spread_inputs_over_cpu_workers(tmp_path, ckpt, capsys):
                     rasterio.open(tmp_path / "seq" / f"t{i}{suffix}") as b:
                 np.testing.assert_allclose(a.read(1), b.read(1), rtol=1e-5)  # threads differ
     assert not [p for p in (tmp_path / "par").iterdir() if p.name.startswith(".")]
+
+
+def test_argmax_of_class_sums_matches_torch_with_ties():
+    gen = torch.Generator().manual_seed(3)
+    sums = torch.randint(0, 4, (6, 9, 11), generator=gen).float()  # many ties
+    sums[:, 0, 0] = 2.0  # all equal: the first class, as torch.argmax
+    for view in (sums, sums[:, 2:7, 3:], sums[:1]):
+        got = _argmax_classes(view)
+        assert got.dtype == torch.uint8
+        assert torch.equal(got, view.argmax(0).to(torch.uint8))
+
+
+def test_engines_hand_back_float32_nchw(ckpt):
+    loaded = load_model_checkpoint(ckpt)
+    out = Engine(loaded.model, torch.device("cpu"), "channels-last")(
+        torch.zeros(2, loaded.model.in_channels, 32, 32))
+    for value in out.values():
+        assert value.dtype == torch.float32 and value.is_contiguous()
 
 
 def test_devices_needs_gpus_it_can_see():

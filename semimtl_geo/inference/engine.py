@@ -15,8 +15,7 @@ and accumulated there; on CUDA the accumulators never leave the GPU and only fin
 rows (uint8 classes, float32 heights) come back. Each input row is read and uploaded
 once: consecutive window rows overlap, so only the rows the next window row adds are
 read (in a background thread, while the current row runs through the model). Class
-sums are stored pixel-major (``H x W x K`` in memory) so the per-pixel arg-max reads
-contiguous memory.
+sums are stored class-major (``K x H x W``), like the network's float32 output.
 
 Nodata pixels (``valid == False``) are filled with the band means (the raw value that
 normalises to 0) before the model sees them, so nodata never reaches the model as
@@ -80,36 +79,17 @@ def _read_plan(grid: WindowGrid) -> list[tuple[int, int]]:
     return plan
 
 
-class _ClassSums:
-    """Blended class sums of the band, logical ``K x h x W``.
+def _argmax_classes(sums: torch.Tensor) -> torch.Tensor:
+    """Per-pixel index of the largest of ``K x h x W`` class sums (uint8; ties: lowest).
 
-    Stored in the memory order of the network's probabilities (decided at the first
-    batch): pixel-major (``h x W x K`` in memory) for channels-last engines, so the
-    per-pixel arg-max reads contiguous memory; class-major for NCHW ones, so accumulating
-    does. Rows are always the ``row_dim`` of :attr:`store`.
+    The maximum first, then one comparison per class from the last to the first: less
+    CPU time than ``argmax`` over a strided class dimension or a transposed copy.
     """
-
-    def __init__(self, classes: int, height: int, width: int, device: torch.device,
-                 pixel_major: bool) -> None:
-        self.pixel_major = pixel_major
-        if pixel_major:
-            self.store = torch.zeros((height, width, classes), dtype=torch.float32,
-                                     device=device)
-            self.view = self.store.permute(2, 0, 1)
-        else:
-            self.store = torch.zeros((classes, height, width), dtype=torch.float32,
-                                     device=device)
-            self.view = self.store
-
-    def argmax(self, count: int) -> torch.Tensor:
-        """Class of the largest sum for the first ``count`` rows (uint8)."""
-        if self.pixel_major:
-            return self.store[:count].argmax(-1).to(torch.uint8)
-        return self.store[:, :count].permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8)
-
-    def rows(self) -> torch.Tensor:
-        """Return the storage with rows as the first dimension (a view)."""
-        return self.store if self.pixel_major else self.store.transpose(0, 1)
+    best = sums.amax(0)
+    classes = torch.full(best.shape, sums.shape[0] - 1, dtype=torch.uint8, device=sums.device)
+    for k in range(sums.shape[0] - 2, -1, -1):
+        classes.masked_fill_(sums[k] == best, k)
+    return classes
 
 
 def _shift_rows(acc: torch.Tensor, step: int) -> None:
@@ -151,7 +131,8 @@ def run_sliding_windows(
     width, win_h, win_w = grid.width, grid.win_h, grid.win_w
     weight = torch.from_numpy(hann_2d(win_h, win_w)).to(dev)
     acc_w = torch.zeros((win_h, width), dtype=torch.float32, device=dev)
-    sums: _ClassSums | None = None  # allocated at the first batch (its memory order)
+    sums = (torch.zeros((predictor.num_classes, win_h, width), dtype=torch.float32, device=dev)
+            if seg else None)
     # The weight sum of a full row of windows is separable: a(i) x sum_c b(j - c).
     weight_1d = torch.from_numpy(hann_1d(win_w)).to(dev)
     full_cover = torch.zeros(width, dtype=torch.float32, device=dev)
@@ -171,14 +152,11 @@ def run_sliding_windows(
         ok = valid_dev[:count] & (wsum > 0)
         out = BlendedRows(row_start=row, valid=ok.cpu().numpy())
         if seg:
-            nonlocal sums
-            if sums is None:  # no window of the raster so far had a valid pixel
-                sums = _ClassSums(predictor.num_classes, win_h, width, dev, False)
-            cls = sums.argmax(count)
+            cls = _argmax_classes(sums[:, :count])
             cls.masked_fill_(~ok, IGNORE_INDEX)
             out.classes = cls.cpu().numpy()
             if keep_probs:
-                probs = (sums.view[:, :count] / wsum).contiguous()
+                probs = sums[:, :count] / wsum
                 probs.masked_fill_(~ok, float("nan"))
                 out.probs = probs.cpu().numpy()
         if hgt:
@@ -188,7 +166,7 @@ def run_sliding_windows(
         sink(out)
 
     def shift(step: int) -> None:
-        for acc in (acc_w, acc_h, sums.rows() if sums is not None else None):
+        for acc in (acc_w, acc_h, sums.transpose(0, 1) if sums is not None else None):
             if acc is not None:
                 _shift_rows(acc, step)
 
@@ -216,21 +194,16 @@ def run_sliding_windows(
             if skipped and on_windows:
                 on_windows(skipped)
             if not skipped:
-                        acc_w.add_(full_wsum)
+                acc_w.add_(full_wsum)
             for b in range(0, len(cols), batch_size):
                 chunk = cols[b:b + batch_size]
                 result = predictor.forward_windows([strip[:, :, c:c + win_w] for c in chunk],
                                                    grid)
-                if seg and sums is None:
-                    probs = result["probs"]
-                    sums = _ClassSums(predictor.num_classes, win_h, width, dev,
-                                      probs.is_contiguous(memory_format=torch.channels_last)
-                                      and not probs.is_contiguous())
                 for i, c in enumerate(chunk):
                     if skipped:
                         acc_w[:, c:c + win_w] += weight
                     if seg:
-                        sums.view[:, :, c:c + win_w].addcmul_(result["probs"][i], weight)
+                        sums[:, :, c:c + win_w].addcmul_(result["probs"][i], weight)
                     if hgt:
                         acc_h[:, c:c + win_w].addcmul_(result["height"][i], weight)
                 if on_windows:
