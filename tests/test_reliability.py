@@ -445,3 +445,22 @@ def test_demo_overwrite_deletes_only_demo_files(tmp_path):
     (tmp_path / "thesis.tex").write_text("mine")
     clear_demo(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
+
+
+def test_only_rank_zero_refuses_an_existing_run(tmp_path, monkeypatch, toy_kind):
+    """Under torchrun the other ranks start while rank zero writes the new run: they must
+    not refuse it (the multi-node test hung on exactly this race)."""
+    from semimtl_geo.training import engine
+    from semimtl_geo.training.config import load_config
+
+    cfg = load_config(_toy_yaml(tmp_path, max_steps=1, preview_every=1))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("written by rank zero\n")
+    monkeypatch.setattr(engine, "_train_into", lambda cfg, run_dir, resume, callbacks: "trained")
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(UserError, match="already holds a training run"):
+        engine.train(cfg, run)
+    monkeypatch.setenv("RANK", "1")
+    assert engine.train(cfg, run) == "trained"

@@ -702,7 +702,9 @@ def train(
     if resume and overwrite:
         raise UserError("--resume continues a run and --overwrite replaces it; pass only one.")
     check_output_dir(run_dir, "Run folder")
-    existing = existing_run_entries(run_dir)
+    # Only rank zero judges the folder: under torchrun the other ranks start while rank
+    # zero may already be writing the new run there, and would refuse their own run.
+    existing = existing_run_entries(run_dir) if _is_rank_zero() else []
     if existing and not resume and not overwrite:
         raise UserError(
             f"'{run_dir}' already holds a training run ({', '.join(existing)}); pass --resume "
