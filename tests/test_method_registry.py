@@ -139,3 +139,14 @@ def test_imports_flow_one_way(folder, forbidden):
         if any(module == f or module.startswith(f + ".") for f in forbidden)
     }
     assert not offenders, sorted(offenders)
+
+
+def test_a_method_with_discriminators_must_define_their_terms():
+    class NoDTerms(Method):
+        name = "no_d_terms"
+        label = "No D terms"
+        discriminator = "binary"
+
+    with pytest.raises(TypeError, match="discriminator_terms"):
+        register_method(NoDTerms)
+    assert "no_d_terms" not in method_names()

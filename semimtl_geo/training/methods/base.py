@@ -322,8 +322,12 @@ class Method:
         pred_logits: torch.Tensor,
         gt_logits: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """D_t's terms on one dataset's batch (keys ``pred`` and ``gt``; eq. 6)."""
-        raise NotImplementedError(f"method '{self.name}' has discriminators but no D terms")
+        """D_t's terms on one dataset's batch (keys ``pred`` and ``gt``; eq. 6).
+
+        A method without discriminators has none; :func:`register_method` refuses a method
+        that declares discriminators without overriding this hook.
+        """
+        return {}
 
     def accuracies(
         self,
@@ -346,6 +350,9 @@ def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: make ``cls`` available as ``method: <cls.name>``."""
     if not cls.name or not cls.label:
         raise TypeError(f"{cls.__name__} needs a 'name' and a 'label'")  # programming error
+    if cls.discriminator != "none" and cls.discriminator_terms is Method.discriminator_terms:
+        raise TypeError(f"{cls.__name__} declares discriminators but does not define "
+                        "discriminator_terms")  # programming error
     if cls.name in _METHODS and _METHODS[cls.name] is not cls:
         raise TypeError(f"method name '{cls.name}' is already registered")  # programming error
     _METHODS[cls.name] = cls
