@@ -464,3 +464,31 @@ def test_only_rank_zero_refuses_an_existing_run(tmp_path, monkeypatch, toy_kind)
         engine.train(cfg, run)
     monkeypatch.setenv("RANK", "1")
     assert engine.train(cfg, run) == "trained"
+
+
+def test_other_ranks_write_nothing_before_rank_zero_judges_the_run(tmp_path, monkeypatch, toy_kind):
+    """A rank other than zero that starts first must not write the run's config.yaml: rank
+    zero, arriving later, refused the run as "already holds a training run" (the multi-node
+    test failed on this race when node 1 started first)."""
+    from semimtl_geo.training import engine
+    from semimtl_geo.training.config import load_config
+
+    cfg = load_config(_toy_yaml(tmp_path, max_steps=1, preview_every=1))
+    run = tmp_path / "run"
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(engine.pl, "Trainer", stop)
+    for key in ("LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(Stop):
+        engine.train(cfg, run)
+    assert engine.existing_run_entries(run) == []
+    monkeypatch.delenv("RANK")
+    with pytest.raises(Stop):
+        engine.train(cfg, run)  # rank zero judges the folder empty and starts

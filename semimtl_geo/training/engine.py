@@ -746,7 +746,10 @@ def _train_into(
         if "height" in role.labelled
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if _is_rank_zero():
+        # The other ranks of a torchrun launch may start before rank zero has judged the
+        # folder; a config.yaml written by them would make rank zero refuse its own run.
+        save_config(cfg, run_dir / "config.yaml")
     if t_threads := cfg.trainer.cpu_threads:
         torch.set_num_threads(t_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
