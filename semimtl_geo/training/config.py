@@ -1,15 +1,25 @@
 """Typed training configuration: YAML defaults, dotted overrides, clear errors.
 
-A configuration is the :class:`TrainConfig` tree of dataclasses below. It is built by
-:func:`load_config` from (in increasing priority) the dataclass defaults, a YAML file
-(which may name a parent file with ``_base_: other.yaml``, resolved relative to itself)
-and command-line overrides ``section.key=value`` whose values are parsed as YAML
-(``trainer.max_steps=200``, ``loss.lambda_inter=1e-3``, ``model.encoder_weights=null``).
+A configuration is the :class:`TrainConfig` tree of dataclasses below, used as an
+OmegaConf structured config. :func:`load_config` builds it from (in increasing priority)
+the dataclass defaults, a YAML file (which may name a parent file with
+``_base_: other.yaml``, resolved relative to itself; mappings merge key by key, lists are
+replaced) and command-line overrides ``section.key=value`` whose values are parsed as
+YAML (``trainer.max_steps=200``, ``loss.lambda_inter=1e-3``,
+``model.encoder_weights=null``, ``data.datasets.0.root=/data/p``).
 
-Every key is checked: an unknown key or a value of the wrong type raises
-:class:`~semimtl_geo.errors.UserError` naming the dotted key and the valid choices.
-The resolved configuration is written beside the run's outputs (``config.yaml``) and
-stored in every checkpoint, as timm does with its ``args.yaml``.
+OmegaConf checks every key and type; this module turns its exceptions into one
+:class:`~semimtl_geo.errors.UserError` sentence naming the dotted key and the valid
+keys. Values convert as OmegaConf converts them: an int or a numeric string
+(``"1e-3"``) for a float key, a number or bool for a string key (as its text), and
+``true``/``false``, ``yes``/``no``, ``on``/``off`` or a number (0 = false) for a bool
+key. Choices (``method``, ``mode``, ...) are checked by :func:`validate`; the methods
+come from the registry (:mod:`semimtl_geo.training.methods`).
+
+Config files are data: YAML is read with ``yaml.safe_load``, and OmegaConf's ``${...}``
+interpolations and ``???`` markers are refused, so no resolver runs. The resolved
+configuration is written beside the run's outputs (``config.yaml``) and stored in every
+checkpoint, as timm does with its ``args.yaml``.
 
 Defaults are the paper's hyper-parameters (section 4.1): G trained by SGD (momentum 0.9,
 weight decay 1e-4, lr 0.01, poly decay 0.9), D by Adam (lr 1e-4, betas 0.9/0.99),
@@ -19,11 +29,15 @@ weight decay 1e-4, lr 0.01, poly decay 0.9), D by Adam (lr 1e-4, betas 0.9/0.99)
 import dataclasses
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.errors import UserError
@@ -32,6 +46,8 @@ from semimtl_geo.tasks import TASKS
 from semimtl_geo.training.methods import get_method
 
 PRECISIONS: tuple[str, ...] = ("auto", "32-true", "bf16-mixed", "16-mixed")
+#: Generator optimisers (``optim.optimizer``).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 BASE_KEY = "_base_"
 #: Encoder output strides (8 and 16 dilate the last stages, 32 is the plain encoder).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -105,7 +121,7 @@ class OptimConfig:
 
     """
 
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: str = "sgd"  # one of OPTIMIZERS
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -204,7 +220,8 @@ class TrainConfig:
 
     #: A registered method (:mod:`semimtl_geo.training.methods`); checked by :func:`validate`.
     method: str = "semimtl"
-    mode: Literal["m1", "m2", "m3"] = "m2"
+    #: Inter-task discriminator mode, one of :data:`~semimtl_geo.losses.INTER_MODES`.
+    mode: str = "m2"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -218,122 +235,106 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# --------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------- loading
 
 
 def _type_name(tp: Any) -> str:
+    """Annotation as a user reads it: ``int``, ``list of float | null``, ``mapping``."""
     origin = get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
     if origin in (types.UnionType, typing.Union):
         return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is list:
         return f"list of {_type_name(get_args(tp)[0])}"
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(tp):
         return "mapping"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted (int -> float)."""
-    origin = get_origin(tp)
-    bad = UserError(
-        f"Config key '{key}' must be {_type_name(tp)}, got {value!r}; fix it in the YAML file "
-        "or the override."
-    )
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise UserError(
-                f"Config key '{key}' must be one of {', '.join(map(str, get_args(tp)))}, "
-                f"got {value!r}."
-            )
-        return value
-    if origin in (types.UnionType, typing.Union):
-        args = get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise bad
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except UserError:
-                continue
-        raise bad
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise bad
-        (item,) = get_args(tp)
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if tp is Any:
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # programming error
+def _expected(exc: OmegaConfBaseException) -> str:
+    """Describe what the refused key holds: its field's annotation, or its list's items'."""
+    if dataclasses.is_dataclass(exc.object_type):
+        hint = typing.get_type_hints(exc.object_type).get(str(exc.key))
+        if hint is not None:
+            return _type_name(hint)
+    for tp in (exc.ref_type, *get_args(exc.ref_type)):  # a list item: Optional[List[float]]
+        if get_origin(tp) is list:
+            return _type_name(get_args(tp)[0])
+    return "a number, string, list or mapping"
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise UserError(
-                f"Unknown config key '{dotted}'; valid keys here are: {', '.join(names)}."
-            )
-        kwargs[key] = _convert(value, hints[key], dotted)
-    return cls(**kwargs)
+@contextmanager
+def _named_errors(prefix: str = "") -> Iterator[None]:
+    """Turn OmegaConf's exceptions into one sentence naming the dotted key (under ``prefix``)."""
+    try:
+        yield
+    except OmegaConfBaseException as exc:
+        key = exc.full_key or ""
+        key = f"{prefix}{'' if key.startswith('[') or not prefix else '.'}{key}" if key else prefix
+        if isinstance(exc, ConfigKeyError | ConfigAttributeError) and dataclasses.is_dataclass(
+            exc.object_type
+        ):
+            names = ", ".join(f.name for f in dataclasses.fields(exc.object_type))
+            raise UserError(f"Unknown config key '{key}'; valid keys here are: {names}.") from None
+        raise UserError(
+            f"Config key '{key}' must be {_expected(exc)}, got {exc.value!r}; fix it in the "
+            "YAML file or the override."
+        ) from None
+
+
+def _plain(value: Any, key: str = "") -> Any:
+    """Refuse OmegaConf's ``${...}`` interpolations and ``???`` markers: configs are data.
+
+    OmegaConf would resolve an interpolation (resolvers read environment variables and
+    can be registered by any imported library) and silently keep the previous value for
+    ``???``; a config file is only ever read as the values it holds.
+    """
+    if isinstance(value, str) and ("${" in value or value == "???"):
+        raise UserError(
+            f"Config key '{key}' holds {value!r}, which OmegaConf would resolve; configs are "
+            "plain data (no '${...}' or '???'), so write the value itself."
+        )
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _plain(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _plain(v, f"{key}[{i}]")
+    return value
 
 
 def dataset_from_dict(data: dict[str, Any], key: str = "dataset") -> DatasetConfig:
     """Validate one dataset entry (e.g. read back from a checkpoint's config)."""
-    return _build(DatasetConfig, data, key)
+    with _named_errors(key):
+        return OmegaConf.to_object(OmegaConf.merge(DatasetConfig, _plain(data, key)))
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def _check_datasets(data: dict[str, Any]) -> None:
+    """Check the entries of a raw ``data.datasets`` list one by one.
+
+    OmegaConf's errors inside the items of a list it merges name the key without the
+    list's path ('bogus' for 'data.datasets[0].bogus').
+    """
+    section = data.get("data")
+    entries = section.get("datasets") if isinstance(section, dict) else None
+    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+        if isinstance(entry, dict):
+            dataset_from_dict(entry, f"data.datasets[{i}]")
+
+
+def _merge(cfg: DictConfig, data: dict[str, Any]) -> None:
+    """Merge one raw mapping (a saved config, a YAML file) into ``cfg``; lists are replaced."""
+    _check_datasets(_plain(data))
+    with _named_errors():
+        for key, value in data.items():  # key by key: a failed top-level merge names no key
+            OmegaConf.update(cfg, str(key), value, merge=True)
 
 
 def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML config file, following ``_base_`` parents (relative to the file).
+    """Read a YAML config file (``yaml.safe_load``), following ``_base_`` parents.
 
-    Relative dataset ``root`` paths stay as written (they are resolved against the
-    working directory when the run starts).
+    A parent is resolved relative to the file and merged under it (mappings merge key by
+    key, lists are replaced). Relative dataset ``root`` paths stay as written (they are
+    resolved against the working directory when the run starts).
     """
     path = Path(path)
     if not path.is_file():
@@ -356,75 +357,53 @@ def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     base = data.pop(BASE_KEY, None)
     if base is not None:
         parent = read_yaml_config(path.parent / str(base), (*_seen, path.resolve()))
-        data = _deep_merge(parent, data)
+        with _named_errors():
+            data = OmegaConf.to_container(OmegaConf.merge(parent, _plain(data)))
     return data
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into its key path and YAML-parsed value."""
-    if "=" not in text:
+def _apply_override(cfg: DictConfig, text: str) -> None:
+    """Apply one ``key=value`` (value parsed by ``yaml.safe_load``) to ``cfg``.
+
+    A numeric key part indexes a list (``data.datasets.0.root=/data/p``); mappings given
+    as values merge into the mapping there, lists replace the list.
+    """
+    key, eq, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not eq or not parts:
         raise UserError(
             f"Override '{text}' is not of the form key=value (e.g. trainer.max_steps=100)."
         )
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise UserError(f"Override '{text}' has an empty key.")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return parts, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply dotted ``key=value`` overrides to a raw config mapping (a copy is returned).
-
-    A numeric path component indexes a list, e.g. ``data.datasets.0.root=/data/p``.
-    """
-    data = _deep_merge({}, data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise UserError(
-                        f"Override '{text}': '{part}' is not an index of the {len(node)}-item "
-                        f"list '{'.'.join(parts[:i])}'."
-                    )
-                if last:
-                    node[int(part)] = value
-                else:
-                    node[int(part)] = (
-                        _deep_merge({}, node[int(part)])
-                        if isinstance(node[int(part)], dict)
-                        else node[int(part)]
-                    )
-                    node = node[int(part)]
-                continue
-            if not isinstance(node, dict):
-                raise UserError(f"Override '{text}': '{'.'.join(parts[:i])}' is not a mapping.")
-            if last:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if isinstance(child, list):
-                    node[part] = list(child)
-                elif isinstance(child, dict):
-                    node[part] = dict(child)
-                else:
-                    node[part] = {}
-                node = node[part]
-    return data
+    node: Any = cfg
+    for i, part in enumerate(parts):  # OmegaConf.update would raise TypeError/ValueError here
+        if isinstance(node, DictConfig) and part not in node:
+            break  # unknown key: OmegaConf names it (or adds it to a free-form mapping)
+        if isinstance(node, DictConfig) or (
+            isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node)
+        ):
+            node = node[int(part) if isinstance(node, ListConfig) else part]
+            continue
+        held = "not a mapping"
+        if isinstance(node, ListConfig):
+            held = f"a {len(node)}-item list indexed from 0"
+        raise UserError(
+            f"Override '{text}': '{'.'.join(parts[:i])}' is {held}, so it has no '{part}'."
+        )
+    nested = _plain(value, ".".join(parts))
+    for part in reversed(parts):
+        nested = {part: nested}
+    _check_datasets(nested)
+    with _named_errors():
+        OmegaConf.update(cfg, ".".join(parts), value, merge=True)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Validate a raw mapping into a :class:`TrainConfig` (errors name the dotted key)."""
-    cfg = _build(TrainConfig, data)
-    validate(cfg)
-    return cfg
+    return load_config(base=data)
 
 
 def load_config(
@@ -433,18 +412,29 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Load defaults <- ``base`` mapping <- YAML ``path`` <- ``overrides``; then validate."""
-    data: dict[str, Any] = dict(base or {})
+    cfg = OmegaConf.structured(TrainConfig)
+    _merge(cfg, base or {})
     if path is not None:
-        data = _deep_merge(data, read_yaml_config(path))
-    data = apply_overrides(data, list(overrides))
-    return config_from_dict(data)
+        _merge(cfg, read_yaml_config(path))
+    for text in overrides:
+        _apply_override(cfg, text)
+    with _named_errors():
+        out = OmegaConf.to_object(cfg)
+    validate(out)
+    return out
 
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     method = get_method(cfg.method)  # unknown names: the error lists the registered ones
-    if cfg.mode not in INTER_MODES:  # pragma: no cover - guarded by Literal
-        raise UserError(f"Config key 'mode' must be one of {INTER_MODES}.")
+    for key, value, choices in (
+        ("mode", cfg.mode, INTER_MODES),
+        ("optim.optimizer", cfg.optim.optimizer, OPTIMIZERS),
+    ):
+        if value not in choices:
+            raise UserError(
+                f"Config key '{key}' must be one of {', '.join(choices)}, got {value!r}."
+            )
     if not cfg.data.datasets:
         raise UserError("Config key 'data.datasets' is empty; list at least one dataset.")
     names = [d.name for d in cfg.data.datasets]
