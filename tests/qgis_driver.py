@@ -107,7 +107,7 @@ def cancel(plugins_dir: str, cli: str, raster: str) -> dict:
     out_dir = tempfile.mkdtemp()
     feedback = CancelAfterProgress()
     params = {
-        "INPUT": raster, "CHECKPOINT": raster, "SEMIMTL_CLI": cli,
+        "INPUT": raster, "CHECKPOINT": raster, "EXECUTABLE": cli,
         "OUTPUT_CLASS": os.path.join(out_dir, "cls.tif"),
         "OUTPUT_HEIGHT": os.path.join(out_dir, "h.tif"),
     }

@@ -141,6 +141,56 @@ def test_find_cli_order_and_error(tmp_path, monkeypatch):
         runner.find_cli(str(tmp_path / "missing"))
 
 
+def test_find_cli_reads_the_former_env_var_with_a_deprecation_note(tmp_path, monkeypatch):
+    """$SEMIMTL_GEO_CLI (the name before $SEMIMTL_GEO_EXECUTABLE) still works, with a note."""
+    old, new = fake_cli(tmp_path, "", "old-cli"), fake_cli(tmp_path, "", "new-cli")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(runner, "installed_cli", lambda plugin_dir=None: None)
+    monkeypatch.delenv(runner.CLI_ENV_VAR, raising=False)
+    monkeypatch.setenv(runner.LEGACY_CLI_ENV_VAR, str(old))
+    notes = []
+    assert runner.find_cli(warn=notes.append) == str(old)
+    assert notes == ["$SEMIMTL_GEO_CLI is deprecated and will stop being read; set "
+                     "$SEMIMTL_GEO_EXECUTABLE to the same path instead."]
+    with pytest.warns(FutureWarning, match="SEMIMTL_GEO_EXECUTABLE"):
+        assert runner.find_cli() == str(old)
+    notes.clear()
+    assert runner.find_cli(str(new), warn=notes.append) == str(new) and notes == []
+    monkeypatch.setenv(runner.CLI_ENV_VAR, str(new))  # the new name wins, silently
+    assert runner.find_cli(warn=notes.append) == str(new) and notes == []
+    monkeypatch.setenv(runner.CLI_ENV_VAR, str(tmp_path / "missing"))
+    with pytest.raises(runner.CliNotFoundError, match=r"\$SEMIMTL_GEO_EXECUTABLE"):
+        runner.find_cli(warn=notes.append)
+
+
+class _FakeQgsSettings(dict):
+    """The part of QgsSettings that the setting migration uses."""
+
+    def value(self, key, default=None):
+        return self.get(key, default)
+
+    def setValue(self, key, value):  # noqa: N802 - QGIS API
+        self[key] = value
+
+    def remove(self, key):
+        self.pop(key, None)
+
+
+def test_the_former_processing_setting_moves_to_its_new_name():
+    from semimtl_geo.qgis_plugin import settings
+
+    old = "Processing/Configuration/SEMIMTL_GEO_CLI"
+    new = "Processing/Configuration/SEMIMTL_GEO_EXECUTABLE"
+    saved = _FakeQgsSettings({old: "/envs/a/bin/semimtl-geo"})
+    settings.migrate_legacy_setting(saved)
+    assert saved == {new: "/envs/a/bin/semimtl-geo"}
+    both = _FakeQgsSettings({old: "/old", new: "/new"})  # a value set under the new name stays
+    settings.migrate_legacy_setting(both)
+    assert both == {new: "/new"}
+    settings.migrate_legacy_setting(empty := _FakeQgsSettings())
+    assert empty == {}
+
+
 def test_clean_env_drops_qgis_python_and_proj_variables():
     env = runner.clean_env({"PYTHONPATH": "/usr/share/qgis/python", "PROJ_LIB": "/x", "HOME": "/h"})
     assert env == {"HOME": "/h", "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "0.5"}
@@ -277,7 +327,7 @@ def test_qgis_lists_the_algorithms(qgis_env):
     assert "semimtl-geo:predict\tPredict class and height" in out.stdout
     helped = qgis_process(qgis_env, "help", "semimtl-geo:predict")
     for name in ("INPUT", "CHECKPOINT", "DEVICE", "BATCH_SIZE", "AOI", "VECTORIZE", "RESCALE",
-                 "OUTPUT_CLASS", "OUTPUT_HEIGHT", "OUTPUT_VECTOR", "SEMIMTL_CLI"):
+                 "OUTPUT_CLASS", "OUTPUT_HEIGHT", "OUTPUT_VECTOR", "EXECUTABLE"):
         assert f"{name}:" in helped.stdout
 
 
@@ -403,6 +453,28 @@ def test_qgis_predict_refuses_malicious_checkpoints_without_running_code(
         assert f"Checkpoint '{path}' is a pickled torch file" in text, text[-2000:]
         assert "Traceback" not in text
         assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.qgis
+@needs_qgis
+def test_qgis_former_names_of_the_executable_still_work_with_a_note(qgis_env, scene, tmp_path):
+    """SEMIMTL_CLI (parameter) and $SEMIMTL_GEO_CLI (environment) were renamed EXECUTABLE and
+    $SEMIMTL_GEO_EXECUTABLE; scripts and shells that set the old names keep working."""
+    cli = fake_cli(tmp_path, 'sys.stderr.write("Error: the fake CLI ran.\\n"); sys.exit(1)\n',
+                   "old-cli")
+    args = ("run", "semimtl-geo:predict", "--", f"INPUT={scene['raster']}",
+            f"CHECKPOINT={scene['ckpt']}", f"OUTPUT_CLASS={tmp_path / 'o' / 'c.tif'}",
+            f"OUTPUT_HEIGHT={tmp_path / 'o' / 'h.tif'}")
+    result = qgis_process(qgis_env, *args, f"SEMIMTL_CLI={cli}")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "the fake CLI ran" in text, text[-2000:]
+    assert "The parameter SEMIMTL_CLI is deprecated" in text and "as EXECUTABLE" in text
+    env = {**qgis_env["env"], "SEMIMTL_GEO_CLI": str(cli)}
+    env.pop("SEMIMTL_GEO_EXECUTABLE", None)
+    result = qgis_process({**qgis_env, "env": env}, *args)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "the fake CLI ran" in text, text[-2000:]
+    assert "$SEMIMTL_GEO_CLI is deprecated" in text
 
 
 @pytest.mark.qgis

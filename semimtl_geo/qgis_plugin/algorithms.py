@@ -95,7 +95,10 @@ _POST_PROCESSORS: list[StyleFromSidecar] = []
 class CliAlgorithm(QgsProcessingAlgorithm):
     """Common parts: the advanced CLI-path parameter and running the command."""
 
-    CLI = "SEMIMTL_CLI"
+    #: Advanced parameter: path of the ``semimtl-geo`` executable for this run.
+    CLI = "EXECUTABLE"
+    #: Its former id, still accepted from scripts and models with a deprecation note.
+    LEGACY_CLI = "SEMIMTL_CLI"
     #: What a cancel leaves behind, told to the user.
     CANCELED = "Canceled; no output was written."
 
@@ -128,8 +131,16 @@ class CliAlgorithm(QgsProcessingAlgorithm):
     def run_command(self, args: list[str], parameters, context, feedback) -> runner.RunResult:
         """Run ``semimtl-geo ARGS``; raise QgsProcessingException with the CLI's error."""
         explicit = self.parameterAsFile(parameters, self.CLI, context) or None
+        if explicit is None and parameters.get(self.LEGACY_CLI):
+            explicit = str(parameters[self.LEGACY_CLI])
+            feedback.pushWarning(
+                f"The parameter {self.LEGACY_CLI} is deprecated and will stop being read; "
+                f"pass the executable as {self.CLI} instead."
+            )
         try:
-            cli = runner.find_cli(explicit=explicit, setting=cli_setting())
+            cli = runner.find_cli(
+                explicit=explicit, setting=cli_setting(), warn=feedback.pushWarning
+            )
         except runner.CliNotFoundError as exc:
             raise QgsProcessingException(str(exc)) from None
         argv = [cli, *args]

@@ -7,7 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
 from .runner import CLI_ENV_VAR
-from .settings import CLI_SETTING, processing_config
+from .settings import CLI_SETTING, migrate_legacy_setting, processing_config
 
 PROVIDER_ID = "semimtl-geo"
 PROVIDER_NAME = "semimtl-geo"
@@ -42,6 +42,7 @@ class SemimtlGeoProvider(QgsProcessingProvider):
                 f"semimtl-geo executable (empty: ${CLI_ENV_VAR}, the install record, PATH)",
                 "", valuetype=setting.FILE,
             ))
+            migrate_legacy_setting()
             config.readSettings()
         self.refreshAlgorithms()
         return True

@@ -16,12 +16,16 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Environment variable naming the CLI (a path to the ``semimtl-geo`` executable).
-CLI_ENV_VAR = "SEMIMTL_GEO_CLI"
+#: Environment variable holding the path of the ``semimtl-geo`` executable (or the folder
+#: of the environment it is installed in).
+CLI_ENV_VAR = "SEMIMTL_GEO_EXECUTABLE"
+#: Its former name, still read (with a deprecation note) when the new one is not set.
+LEGACY_CLI_ENV_VAR = "SEMIMTL_GEO_CLI"
 #: File written beside the plugin by ``semimtl-geo qgis-plugin install``.
 INSTALL_CONFIG = "semimtl_cli.json"
 #: Executable name looked up on PATH.
@@ -73,27 +77,41 @@ def installed_cli(plugin_dir: str | os.PathLike | None = None) -> str | None:
         return None
 
 
-def find_cli(explicit: str | None = None, setting: str | None = None) -> str:
+def find_cli(
+    explicit: str | None = None,
+    setting: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> str:
     """Locate the ``semimtl-geo`` executable.
 
-    Order: the algorithm's advanced parameter, the plugin setting, ``$SEMIMTL_GEO_CLI``,
-    the path recorded at ``semimtl-geo qgis-plugin install``, then ``PATH``.
+    Order: the algorithm's advanced parameter, the plugin setting, ``$SEMIMTL_GEO_EXECUTABLE``
+    (or its deprecated name ``$SEMIMTL_GEO_CLI``, reported through ``warn``; default: a
+    ``FutureWarning``), the path recorded at ``semimtl-geo qgis-plugin install``, then
+    ``PATH``.
 
     Raises:
         CliNotFoundError: with one sentence saying how to point the plugin at the CLI.
 
     """
+    env_name = CLI_ENV_VAR if os.environ.get(CLI_ENV_VAR) else LEGACY_CLI_ENV_VAR
     tried = []
     for source, value in (
         ("the algorithm parameter", explicit),
         ("the plugin setting", setting),
-        (f"${CLI_ENV_VAR}", os.environ.get(CLI_ENV_VAR)),
+        (f"${env_name}", os.environ.get(env_name)),
         ("the install record", installed_cli()),
         ("PATH", CLI_NAME),
     ):
         if not value:
             continue
         found = _executable(value)
+        if found and source == f"${LEGACY_CLI_ENV_VAR}":
+            note = (f"${LEGACY_CLI_ENV_VAR} is deprecated and will stop being read; set "
+                    f"${CLI_ENV_VAR} to the same path instead.")
+            if warn is None:
+                warnings.warn(note, FutureWarning, stacklevel=2)
+            else:
+                warn(note)
         if found:
             return found
         if source != "PATH":
