@@ -76,6 +76,9 @@ def test_a_section_given_a_value_names_the_section():
     assert "Unknown config key 'bogus'; valid keys here are: method, mode, seed," in _error(
         bogus=1
     )
+    assert "Config key 'model' must be mapping, got [];" in _error(model=[])
+    data = {"scale_range": {"low": 1}}  # OmegaConf's merge names no key for this shape either
+    assert "Config key 'data.scale_range' must be list of float | null" in _error(data=data)
 
 
 @pytest.mark.parametrize(
@@ -91,6 +94,8 @@ def test_a_section_given_a_value_names_the_section():
         ("trainer.cpu_threads=x", "Config key 'trainer.cpu_threads' must be int | null, got 'x';"),
         ("data.scale_range=[1, x]", "Config key 'data.scale_range[1]' must be float, got 'x';"),
         ("data.datasets.0.tasks=seg", "'data.datasets[0].tasks' must be list of str, got 'seg';"),
+        ("data.scale_range={a: 1}", "'data.scale_range' must be list of float | null, got {'a'"),
+        ("model=[]", "Config key 'model' must be mapping, got [];"),
         ("loss={w_segx: 2}", "Unknown config key 'loss.w_segx'; valid keys here are: w_seg,"),
         ("mode=m4", f"Config key 'mode' must be one of {', '.join(INTER_MODES)}, got 'm4'."),
         ("optim.optimizer=adam", "Config key 'optim.optimizer' must be one of sgd, adamw, got"),
@@ -184,6 +189,12 @@ def test_configs_are_data_no_interpolation_is_resolved(tmp_path, value):
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump({"_base_": "p.yaml", "model": {"encoder": value}}))
         (tmp_path / "p.yaml").write_text(yaml.safe_dump(toy.toy_config_dict("semimtl")))
+        with pytest.raises(UserError, match=r"'model\.encoder' holds"):
+            load_config(path)
+        parent = toy.toy_config_dict("semimtl")
+        parent["model"]["encoder"] = value  # in the _base_ file, not overridden by the child
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(parent))
+        path.write_text(yaml.safe_dump({"_base_": "p.yaml", "seed": 1}))
         with pytest.raises(UserError, match=r"'model\.encoder' holds"):
             load_config(path)
         assert calls == []

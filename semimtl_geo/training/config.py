@@ -268,8 +268,10 @@ def _named_errors(prefix: str = "") -> Iterator[None]:
     try:
         yield
     except OmegaConfBaseException as exc:
-        key = exc.full_key or ""
-        key = f"{prefix}{'' if key.startswith('[') or not prefix else '.'}{key}" if key else prefix
+        key = str(exc.full_key or "")
+        if prefix and key:
+            key = f"{prefix}{'' if key.startswith('[') else '.'}{key}"
+        key = key or prefix
         if isinstance(exc, ConfigKeyError | ConfigAttributeError) and dataclasses.is_dataclass(
             exc.object_type
         ):
@@ -302,31 +304,54 @@ def _plain(value: Any, key: str = "") -> Any:
     return value
 
 
+def _assign(node: DictConfig | ListConfig, data: dict[Any, Any]) -> None:
+    """Merge ``data`` into ``node``: mappings merge key by key, lists and values replace.
+
+    OmegaConf checks and converts every value. Walking the mappings here rather than in
+    ``OmegaConf.merge`` keeps the key in the error of a value of the wrong shape (a
+    mapping for ``data.scale_range``), which OmegaConf's merge reports without it.
+    """
+    for key, value in data.items():
+        child = node.get(key) if isinstance(node, DictConfig) else node[key]
+        if isinstance(value, dict) and isinstance(child, DictConfig):
+            _assign(child, value)
+        elif isinstance(value, list) and isinstance(child, ListConfig):
+            node.merge_with({key: value})  # the list is replaced; OmegaConf types its items
+        else:
+            node[key] = value
+
+
 def dataset_from_dict(data: dict[str, Any], key: str = "dataset") -> DatasetConfig:
     """Validate one dataset entry (e.g. read back from a checkpoint's config)."""
+    node = OmegaConf.structured(DatasetConfig)
     with _named_errors(key):
-        return OmegaConf.to_object(OmegaConf.merge(DatasetConfig, _plain(data, key)))
+        _assign(node, _plain(data, key))
+        return OmegaConf.to_object(node)
 
 
-def _check_datasets(data: dict[str, Any]) -> None:
-    """Check the entries of a raw ``data.datasets`` list one by one.
+def _check_datasets(data: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` with the entries of a ``data.datasets`` list checked one by one.
 
-    OmegaConf's errors inside the items of a list it merges name the key without the
-    list's path ('bogus' for 'data.datasets[0].bogus').
+    OmegaConf's errors inside the items of a list it builds name the key without the
+    list's path ('bogus' for 'data.datasets[0].bogus'), so each entry is checked here and
+    handed to OmegaConf as a :class:`DatasetConfig`.
     """
     section = data.get("data")
     entries = section.get("datasets") if isinstance(section, dict) else None
-    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
-        if isinstance(entry, dict):
-            dataset_from_dict(entry, f"data.datasets[{i}]")
+    if not isinstance(entries, list):
+        return data
+    checked = [
+        dataset_from_dict(e, f"data.datasets[{i}]") if isinstance(e, dict) else e
+        for i, e in enumerate(entries)
+    ]
+    return {**data, "data": {**section, "datasets": checked}}
 
 
 def _merge(cfg: DictConfig, data: dict[str, Any]) -> None:
     """Merge one raw mapping (a saved config, a YAML file) into ``cfg``; lists are replaced."""
-    _check_datasets(_plain(data))
+    data = _check_datasets(_plain(data))
     with _named_errors():
-        for key, value in data.items():  # key by key: a failed top-level merge names no key
-            OmegaConf.update(cfg, str(key), value, merge=True)
+        _assign(cfg, data)
 
 
 def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -378,27 +403,29 @@ def _apply_override(cfg: DictConfig, text: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    node: Any = cfg
-    for i, part in enumerate(parts):  # OmegaConf.update would raise TypeError/ValueError here
-        if isinstance(node, DictConfig) and part not in node:
-            break  # unknown key: OmegaConf names it (or adds it to a free-form mapping)
-        if isinstance(node, DictConfig) or (
-            isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node)
-        ):
-            node = node[int(part) if isinstance(node, ListConfig) else part]
-            continue
-        held = "not a mapping"
-        if isinstance(node, ListConfig):
-            held = f"a {len(node)}-item list indexed from 0"
-        raise UserError(
-            f"Override '{text}': '{'.'.join(parts[:i])}' is {held}, so it has no '{part}'."
-        )
     nested = _plain(value, ".".join(parts))
     for part in reversed(parts):
         nested = {part: nested}
-    _check_datasets(nested)
-    with _named_errors():
-        OmegaConf.update(cfg, ".".join(parts), value, merge=True)
+    nested = _check_datasets(nested)
+    node: Any = cfg
+    for i, part in enumerate(parts):  # walk down to the last existing container
+        nested = nested[part]
+        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            key: Any = int(part)
+        elif isinstance(node, DictConfig):
+            key = part
+        else:
+            held = "not a mapping"
+            if isinstance(node, ListConfig):
+                held = f"a {len(node)}-item list indexed from 0"
+            raise UserError(
+                f"Override '{text}': '{'.'.join(parts[:i])}' is {held}, so it has no '{part}'."
+            )
+        if i == len(parts) - 1 or (isinstance(node, DictConfig) and key not in node):
+            with _named_errors():  # unknown keys are named (or added to a free-form mapping)
+                _assign(node, {key: nested})
+            return
+        node = node[key]
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
