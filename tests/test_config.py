@@ -77,24 +77,26 @@ def test_a_section_given_a_value_names_the_section():
         bogus=1
     )
     assert "Config key 'model' must be mapping, got [];" in _error(model=[])
-    data = {"scale_range": {"low": 1}}  # OmegaConf's merge names no key for this shape either
+    data = {"scale_range": "low"}
     assert "Config key 'data.scale_range' must be list of float | null" in _error(data=data)
+    data = {"mean": {"low": 1}}  # OmegaConf's merge names no key for this shape either
+    assert "Config key 'data.mean' must be list of float | null" in _error(data=data)
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.datasets.5.root=/x", "'data.datasets' is a 2-item list indexed from 0, so it "
-         "has no '5'."),
-        ("data.datasets.x.root=/x", "list indexed from 0, so it has no 'x'."),
-        ("trainer.max_steps.x=1", "'trainer.max_steps' is not a mapping, so it has no 'x'."),
-        ("data.mean.0=1", "'data.mean' is not a mapping, so it has no '0'."),
+        ("data.datasets.5.root=/x", "Config key 'data.datasets' is a 2-item list indexed from "
+         "0, so it has no item '5'."),
+        ("data.datasets.x.root=/x", "list indexed from 0, so it has no item 'x'."),
+        ("trainer.max_steps.x=1", "Config key 'trainer.max_steps' must be int, got {'x': 1};"),
+        ("data.mean.0=1", "Config key 'data.mean' must be list of float | null, got {'0': 1};"),
         ("=3", "Override '=3' is not of the form key=value"),
         ("trainer.max_steps=1.5", "Config key 'trainer.max_steps' must be int, got 1.5;"),
         ("trainer.cpu_threads=x", "Config key 'trainer.cpu_threads' must be int | null, got 'x';"),
         ("data.scale_range=[1, x]", "Config key 'data.scale_range[1]' must be float, got 'x';"),
         ("data.datasets.0.tasks=seg", "'data.datasets[0].tasks' must be list of str, got 'seg';"),
-        ("data.scale_range={a: 1}", "'data.scale_range' must be list of float | null, got {'a'"),
+        ("data.scale_range={a: 1}", "'data.scale_range' is a 2-item list indexed from 0, so it"),
         ("model=[]", "Config key 'model' must be mapping, got [];"),
         ("loss={w_segx: 2}", "Unknown config key 'loss.w_segx'; valid keys here are: w_seg,"),
         ("mode=m4", f"Config key 'mode' must be one of {', '.join(INTER_MODES)}, got 'm4'."),

@@ -271,7 +271,7 @@ def _named_errors(prefix: str = "") -> Iterator[None]:
         key = str(exc.full_key or "")
         if prefix and key:
             key = f"{prefix}{'' if key.startswith('[') else '.'}{key}"
-        key = key or prefix
+        key = key or prefix or str(exc.key)
         if isinstance(exc, ConfigKeyError | ConfigAttributeError) and dataclasses.is_dataclass(
             exc.object_type
         ):
@@ -304,19 +304,32 @@ def _plain(value: Any, key: str = "") -> Any:
     return value
 
 
-def _assign(node: DictConfig | ListConfig, data: dict[Any, Any]) -> None:
+def _assign(node: DictConfig | ListConfig, data: dict[Any, Any], where: str = "") -> None:
     """Merge ``data`` into ``node``: mappings merge key by key, lists and values replace.
 
     OmegaConf checks and converts every value. Walking the mappings here rather than in
-    ``OmegaConf.merge`` keeps the key in the error of a value of the wrong shape (a
-    mapping for ``data.scale_range``), which OmegaConf's merge reports without it.
+    ``OmegaConf.merge`` keeps the dotted key in every error: OmegaConf's merge loses it for
+    a value of the wrong shape (a mapping for ``data.scale_range``) and for keys inside the
+    items of a list (``data.datasets[0].bogus``). A mapping merged into a list addresses
+    its items by index (the override ``data.datasets.0.root=...``).
     """
+    in_list = isinstance(node, ListConfig)
     for key, value in data.items():
-        child = node.get(key) if isinstance(node, DictConfig) else node[key]
-        if isinstance(value, dict) and isinstance(child, DictConfig):
-            _assign(child, value)
-        elif isinstance(value, list) and isinstance(child, ListConfig):
-            node.merge_with({key: value})  # the list is replaced; OmegaConf types its items
+        if in_list and not (str(key).isdigit() and int(key) < len(node)):
+            raise UserError(
+                f"Config key '{where}' is a {len(node)}-item list indexed from 0, so it has no "
+                f"item '{key}'."
+            )
+        key = int(key) if in_list else key
+        child = node[key] if in_list else node.get(key)
+        path = f"{where}[{key}]" if in_list else f"{where}.{key}".lstrip(".")
+        if isinstance(value, dict) and isinstance(child, DictConfig | ListConfig):
+            _assign(child, value, path)
+        elif isinstance(value, list) and isinstance(child, ListConfig) and not in_list:
+            # The list is replaced by typed default items, then each mapping is merged into
+            # its item, so that keys inside items keep their path.
+            node.merge_with({key: [{} if isinstance(v, dict) else v for v in value]})
+            _assign(node[key], {i: v for i, v in enumerate(value) if isinstance(v, dict)}, path)
         else:
             node[key] = value
 
@@ -325,33 +338,14 @@ def dataset_from_dict(data: dict[str, Any], key: str = "dataset") -> DatasetConf
     """Validate one dataset entry (e.g. read back from a checkpoint's config)."""
     node = OmegaConf.structured(DatasetConfig)
     with _named_errors(key):
-        _assign(node, _plain(data, key))
+        _assign(node, _plain(data, key), key)
         return OmegaConf.to_object(node)
 
 
-def _check_datasets(data: dict[str, Any]) -> dict[str, Any]:
-    """Return ``data`` with the entries of a ``data.datasets`` list checked one by one.
-
-    OmegaConf's errors inside the items of a list it builds name the key without the
-    list's path ('bogus' for 'data.datasets[0].bogus'), so each entry is checked here and
-    handed to OmegaConf as a :class:`DatasetConfig`.
-    """
-    section = data.get("data")
-    entries = section.get("datasets") if isinstance(section, dict) else None
-    if not isinstance(entries, list):
-        return data
-    checked = [
-        dataset_from_dict(e, f"data.datasets[{i}]") if isinstance(e, dict) else e
-        for i, e in enumerate(entries)
-    ]
-    return {**data, "data": {**section, "datasets": checked}}
-
-
 def _merge(cfg: DictConfig, data: dict[str, Any]) -> None:
-    """Merge one raw mapping (a saved config, a YAML file) into ``cfg``; lists are replaced."""
-    data = _check_datasets(_plain(data))
+    """Merge one raw mapping (a saved config, a YAML file, an override) into ``cfg``."""
     with _named_errors():
-        _assign(cfg, data)
+        _assign(cfg, _plain(data))
 
 
 def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -403,29 +397,9 @@ def _apply_override(cfg: DictConfig, text: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    nested = _plain(value, ".".join(parts))
     for part in reversed(parts):
-        nested = {part: nested}
-    nested = _check_datasets(nested)
-    node: Any = cfg
-    for i, part in enumerate(parts):  # walk down to the last existing container
-        nested = nested[part]
-        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
-            key: Any = int(part)
-        elif isinstance(node, DictConfig):
-            key = part
-        else:
-            held = "not a mapping"
-            if isinstance(node, ListConfig):
-                held = f"a {len(node)}-item list indexed from 0"
-            raise UserError(
-                f"Override '{text}': '{'.'.join(parts[:i])}' is {held}, so it has no '{part}'."
-            )
-        if i == len(parts) - 1 or (isinstance(node, DictConfig) and key not in node):
-            with _named_errors():  # unknown keys are named (or added to a free-form mapping)
-                _assign(node, {key: nested})
-            return
-        node = node[key]
+        value = {part: value}
+    _merge(cfg, value)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
