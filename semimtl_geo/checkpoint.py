@@ -37,6 +37,7 @@ from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_f
 from semimtl_geo.classes import IGNORE_INDEX, ISPRS_CLASSES, ClassTable
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.multitask import MultiTaskNet
+from semimtl_geo.models.norm import NORMS
 
 CHECKPOINT_KEY = "semimtl_geo"
 CHECKPOINT_FORMAT = 1
@@ -149,7 +150,10 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
     if (not isinstance(tasks, (list, tuple)) or not tasks
             or not all(isinstance(t, str) and t in _TASKS for t in tasks)):
         raise _invalid(path, f"model 'tasks' is {tasks!r}")
-    return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks)}
+    norm = cfg.get("norm", "batch")  # checkpoints before model.norm existed: BatchNorm
+    if norm not in NORMS:
+        raise _invalid(path, f"model 'norm' is {norm!r}")
+    return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks), "norm": norm}
 
 
 #: Files a run folder passed as a checkpoint stands for, in order of preference.
@@ -226,6 +230,7 @@ def load_model_checkpoint(
             tasks=cfg["tasks"],
             encoder_weights=None,
             output_stride=cfg["output_stride"],
+            norm=cfg["norm"],
         )
     except UserError as exc:  # e.g. an encoder this installation does not know
         raise _invalid(path, str(exc).split(";")[0].rstrip(".")) from None

@@ -151,6 +151,7 @@ def build_model_card(
     tasks = [str(t) for t in model_config.get("tasks", [])]
     encoder = str(model_config.get("encoder_name", "unknown"))
     stride = int(model_config.get("output_stride", 8))
+    norm = "GroupNorm" if model_config.get("norm", "batch") == "group" else "BatchNorm"
     bands = [str(b) for b in meta.bands][: int(model_config.get("in_channels", len(meta.bands)))]
     num_classes = int(model_config.get("num_classes", len(meta.classes)))
     label = _method_label(config)
@@ -262,8 +263,8 @@ def build_model_card(
     ItemMLMExtension.ext(item, add_if_missing=True).apply(
         name=f"semimtl-geo {label} {encoder}",
         architecture=(
-            f"{encoder} encoder (output stride {stride}) with a PSP segmentation head and a "
-            "height head (SemiMTL, Wang et al., WACV 2022)"
+            f"{encoder} encoder (output stride {stride}, {norm}) with a PSP segmentation head "
+            "and a height head (SemiMTL, Wang et al., WACV 2022)"
         ),
         tasks=mlm_tasks,
         input=[model_input],

@@ -91,6 +91,8 @@ def test_hostile_or_damaged_containers_end_in_one_sentence(tmp_path, tree, meta,
         (lambda p: p["state_dict"].update(x=[1]), "not a mapping of names to tensors"),
         (lambda p: p.update(meta={"classes": 3}), "bad 'meta'"),
         (lambda p: p.update(format=9), "payload format 9"),
+        (lambda p: p["model"].update(norm="layer"), "model 'norm' is 'layer'"),
+        (lambda p: p["model"].update(norm="group"), "weights do not fit its model"),
     ],
 )
 def test_invalid_payloads_end_in_one_sentence(tmp_path, change, message):

@@ -66,6 +66,25 @@ def test_one_file_per_task(exported):
 
 def test_onnxruntime_matches_torch_on_deepness_input(exported):
     model, tmp = exported
+    assert_onnx_matches_torch(model, tmp)
+
+
+def test_group_norm_model_exports_and_matches_torch(tmp_path):
+    """model.norm=group (the demo's network): the exported graphs compute the same."""
+    torch.manual_seed(2)
+    model = MultiTaskNet("resnet18", 3, len(CLASSES), ("seg", "height"), None, 8, norm="group")
+    for mod in model.modules():  # random affine terms so the graph is not near-identity
+        if isinstance(mod, torch.nn.GroupNorm):
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    ckpt = save_model_checkpoint(tmp_path / "tiny.ckpt", model, META)
+    assert main(["export-onnx", "--checkpoint", str(ckpt), "-o", str(tmp_path / "model.onnx")]) == 0
+    assert_onnx_matches_torch(model, tmp_path)
+
+
+def assert_onnx_matches_torch(model: MultiTaskNet, tmp: Path) -> None:
+    """onnxruntime on Deepness-preprocessed input vs the PyTorch model."""
     rng = np.random.default_rng(7)
     tile = rng.integers(0, 256, size=(TILE, TILE, 4), dtype=np.uint8)  # 4-band layer, 3 used
     x = deepness_preprocess(tile, 3)

@@ -9,6 +9,7 @@ from torch import nn
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.encoder import build_encoder
 from semimtl_geo.models.heads import HeightHead, PSPSegmentationHead
+from semimtl_geo.models.norm import check_norm, convert_norm
 from semimtl_geo.tasks import TASKS, Task
 
 __all__ = ["TASKS", "MultiTaskNet", "Task", "normalise_tasks"]
@@ -40,6 +41,9 @@ class MultiTaskNet(nn.Module):
         tasks: which heads to build.
         encoder_weights: ``None``, ``"imagenet"`` or a local state-dict file.
         output_stride: encoder output stride (8 = dilated, as in the paper).
+        norm: ``"batch"`` (the paper's BatchNorm) or ``"group"`` (GroupNorm everywhere:
+            no running statistics, the same normalisation in training and at test time;
+            :mod:`semimtl_geo.models.norm` says when that matters).
 
     """
 
@@ -51,8 +55,10 @@ class MultiTaskNet(nn.Module):
         tasks: str | Sequence[str] = ("seg", "height"),
         encoder_weights: str | Path | None = None,
         output_stride: int = 8,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        self.norm = check_norm(norm)
         self.tasks = normalise_tasks(tasks)
         self.encoder_name = encoder_name
         self.in_channels = in_channels
@@ -71,6 +77,7 @@ class MultiTaskNet(nn.Module):
         if "height" in self.tasks:
             # skip from the 1/4 stage (index 2 in smp's feature list)
             self.heads["height"] = HeightHead(channels[-1], skip_channels=channels[2])
+        convert_norm(self, self.norm)
 
     def config(self) -> dict:
         """Return the constructor arguments that rebuild this network (stored in checkpoints)."""
@@ -80,6 +87,7 @@ class MultiTaskNet(nn.Module):
             "num_classes": self.num_classes,
             "tasks": list(self.tasks),
             "output_stride": self.output_stride,
+            "norm": self.norm,
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -51,6 +51,9 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 BASE_KEY = "_base_"
 #: Encoder output strides (8 and 16 dilate the last stages, 32 is the plain encoder).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
+#: Normalisations of the generator (``model.norm``; the same list as
+#: :data:`semimtl_geo.models.norm.NORMS`, kept here so that configs load without torch models).
+NORMS: tuple[str, ...] = ("batch", "group")
 #: Lightning accelerators a run can ask for (``trainer.accelerator``).
 ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -83,6 +86,9 @@ class ModelConfig:
     encoder: str = "resnet101"
     encoder_weights: str | None = "imagenet"
     output_stride: int = 8
+    #: ``batch`` (the paper's BatchNorm) or ``group`` (GroupNorm: no running statistics,
+    #: so test-time normalisation is the training one; :mod:`semimtl_geo.models.norm`).
+    norm: str = "batch"
 
 
 @dataclass
@@ -471,6 +477,11 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(
             f"Config key 'model.output_stride' must be one of "
             f"{', '.join(map(str, OUTPUT_STRIDES))}, got {cfg.model.output_stride}."
+        )
+    if cfg.model.norm not in NORMS:
+        raise UserError(
+            f"Config key 'model.norm' must be one of {', '.join(NORMS)} (batch = the paper's "
+            f"BatchNorm, group = GroupNorm), got {cfg.model.norm!r}."
         )
     if cfg.trainer.accelerator not in ACCELERATORS:
         raise UserError(

@@ -223,6 +223,7 @@ class SemiMTLModule(pl.LightningModule):
             tasks=self.plan.tasks,
             encoder_weights=cfg.model.encoder_weights,
             output_stride=cfg.model.output_stride,
+            norm=cfg.model.norm,
         )
         self.discriminators = nn.ModuleDict()
         for task in self.plan.d_tasks:
