@@ -26,6 +26,11 @@ import click
     "--dynamic-batch/--batch-one", default=False, show_default=True,
     help="Dynamic batch dimension (newer Deepness) or batch 1 (every Deepness version).",
 )
+@click.option(
+    "--domain", default=None,
+    help="Models trained with model.norm=domain: the training dataset whose normalisation "
+         "statistics the graphs bake in, e.g. potsdam (default: the first).",
+)
 def export_onnx_cmd(
     checkpoint: Path,
     output: Path,
@@ -33,6 +38,7 @@ def export_onnx_cmd(
     tile_size: int | None,
     opset: int,
     dynamic_batch: bool,
+    domain: str | None,
 ) -> None:
     """Export a checkpoint to ONNX for the QGIS Deepness plugin (one file per task).
 
@@ -45,7 +51,7 @@ def export_onnx_cmd(
 
     for item in export_onnx(
         checkpoint, output, tasks=tasks, tile_size=tile_size, opset=opset,
-        dynamic_batch=dynamic_batch,
+        dynamic_batch=dynamic_batch, domain=domain,
     ):
         click.echo(
             f"{item.path}: Deepness {item.model_type}, {item.tile_size} px tiles, "

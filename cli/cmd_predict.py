@@ -58,6 +58,9 @@ from semimtl_geo.inference.engines import ENGINES
 @click.option("--scale", "value_scale", type=float, default=None,
               help="Multiply input pixel values by F instead (e.g. 0.0625 for 12-bit data, "
                    "255 for 0-1 reflectances), clipped to the training range.")
+@click.option("--domain", default=None,
+              help="Models trained with model.norm=domain: the training dataset whose "
+                   "normalisation statistics to use, e.g. potsdam (default: the first).")
 def predict_cmd(
     inputs: tuple[str, ...],
     out_dir: Path,
@@ -78,6 +81,7 @@ def predict_cmd(
     confidence: bool,
     rescale: str | None,
     value_scale: float | None,
+    domain: str | None,
 ) -> None:
     """Predict classes and heights of rasters, on exactly each input's pixel grid.
 
@@ -115,7 +119,7 @@ def predict_cmd(
         click.echo(f"Error: {sentence}", err=True)
     files = selection.files
     checkpoint = resolve_checkpoint(checkpoint)
-    loaded = load_model_checkpoint(checkpoint)
+    loaded = load_model_checkpoint(checkpoint, domain=domain)
     stems: dict[str, Path | str] = {}
     failures = len(selection.problems)
     if num_devices > 1:
@@ -137,7 +141,7 @@ def predict_cmd(
                          batch_size=batch_size, patch_size=patch_size, overlap=overlap,
                          bands=bands, aoi=aoi, overwrite=overwrite, vectorize=vectorize,
                          resample=resample, preview=preview, confidence=confidence,
-                         rescale=rescale, value_scale=value_scale)
+                         rescale=rescale, value_scale=value_scale, domain=domain)
         stderr = click.get_text_stream("stderr")
         with tqdm(total=0, desc=f"{len(todo)} files on {len(workers)} workers",
                   unit="win") as bar:

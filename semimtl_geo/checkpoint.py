@@ -153,7 +153,14 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
     norm = cfg.get("norm", "batch")  # checkpoints before model.norm existed: BatchNorm
     if norm not in NORMS:
         raise _invalid(path, f"model 'norm' is {norm!r}")
-    return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks), "norm": norm}
+    domains = cfg.get("domains")
+    if norm == "domain" and (
+        not isinstance(domains, list) or not domains
+        or not all(isinstance(d, str) and d for d in domains) or len(set(domains)) != len(domains)
+    ):
+        raise _invalid(path, f"model 'domains' is {domains!r}")
+    return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks), "norm": norm,
+            "domains": list(domains) if norm == "domain" else None}
 
 
 #: Files a run folder passed as a checkpoint stands for, in order of preference.
@@ -183,9 +190,12 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 
 
 def load_model_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", domain: str | None = None
 ) -> LoadedModel:
     """Rebuild the generator of a semimtl-geo or Lightning checkpoint, in eval mode.
+
+    ``domain`` picks the training dataset whose normalisation statistics a
+    ``model.norm=domain`` model uses (default: its first dataset); other models ignore it.
 
     The file is read with :func:`~semimtl_geo.checkpoint_file.read_checkpoint_file`
     (nothing is unpickled) and its content is validated before anything is built.
@@ -193,7 +203,8 @@ def load_model_checkpoint(
     :func:`resolve_checkpoint_path`).
 
     Raises:
-        UserError: missing, unreadable, pickled, foreign or damaged checkpoint files.
+        UserError: missing, unreadable, pickled, foreign or damaged checkpoint files; a
+            ``domain`` the model does not know.
 
     """
     path = resolve_checkpoint_path(path)
@@ -231,6 +242,7 @@ def load_model_checkpoint(
             encoder_weights=None,
             output_stride=cfg["output_stride"],
             norm=cfg["norm"],
+            domains=cfg["domains"],
         )
     except UserError as exc:  # e.g. an encoder this installation does not know
         raise _invalid(path, str(exc).split(";")[0].rstrip(".")) from None
@@ -242,4 +254,10 @@ def load_model_checkpoint(
         detail = " ".join(str(exc).split())[:160]
         raise _invalid(path, f"its weights do not fit its model: {detail}") from None
     model.eval()
+    if domain is not None and not model.domains:
+        raise UserError(
+            f"Checkpoint '{path}' keeps no normalisation statistics per dataset "
+            f"(model.norm={model.norm}); drop --domain."
+        )
+    model.select_domain(domain)
     return LoadedModel(model, meta, config, path)

@@ -151,7 +151,9 @@ def build_model_card(
     tasks = [str(t) for t in model_config.get("tasks", [])]
     encoder = str(model_config.get("encoder_name", "unknown"))
     stride = int(model_config.get("output_stride", 8))
-    norm = "GroupNorm" if model_config.get("norm", "batch") == "group" else "BatchNorm"
+    norm = {"group": "GroupNorm", "domain": "BatchNorm statistics per training dataset"}.get(
+        str(model_config.get("norm", "batch")), "BatchNorm"
+    )
     bands = [str(b) for b in meta.bands][: int(model_config.get("in_channels", len(meta.bands)))]
     num_classes = int(model_config.get("num_classes", len(meta.classes)))
     label = _method_label(config)

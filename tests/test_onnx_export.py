@@ -69,17 +69,28 @@ def test_onnxruntime_matches_torch_on_deepness_input(exported):
     assert_onnx_matches_torch(model, tmp)
 
 
-def test_group_norm_model_exports_and_matches_torch(tmp_path):
-    """model.norm=group (the demo's network): the exported graphs compute the same."""
+@pytest.mark.parametrize("norm", ["group", "domain"])
+def test_other_norms_export_and_match_torch(tmp_path, norm):
+    """model.norm=group/domain: the graphs compute the same; --domain picks the statistics."""
     torch.manual_seed(2)
-    model = MultiTaskNet("resnet18", 3, len(CLASSES), ("seg", "height"), None, 8, norm="group")
-    for mod in model.modules():  # random affine terms so the graph is not near-identity
-        if isinstance(mod, torch.nn.GroupNorm):
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.2, 0.2)
+    domains = ["potsdam", "vaihingen"] if norm == "domain" else None
+    model = MultiTaskNet("resnet18", 3, len(CLASSES), ("seg", "height"), None, 8, norm=norm,
+                         domains=domains)
+    for name, param in model.named_parameters():  # random norm terms: not near-identity
+        if param.ndim == 1 and not name.endswith(("classifier.bias", "regressor.bias")):
+            param.data.uniform_(0.5, 1.5)
+    for name, buf in model.named_buffers():
+        if name.endswith("running_mean"):
+            buf.uniform_(-0.2, 0.2)
+        elif name.endswith("running_var"):
+            buf.uniform_(0.5, 2.0)
     model.eval()
     ckpt = save_model_checkpoint(tmp_path / "tiny.ckpt", model, META)
-    assert main(["export-onnx", "--checkpoint", str(ckpt), "-o", str(tmp_path / "model.onnx")]) == 0
+    argv = ["export-onnx", "--checkpoint", str(ckpt), "-o", str(tmp_path / "model.onnx")]
+    if domains:
+        argv += ["--domain", "vaihingen"]
+        model.select_domain("vaihingen")
+    assert main(argv) == 0
     assert_onnx_matches_torch(model, tmp_path)
 
 

@@ -229,7 +229,7 @@ def test_cli_resume(tmp_path, monkeypatch):
         ("data.datasets.0.tasks=[depth]", "unknown task"),
         ("data.datasets.0.colour=red", "Unknown config key 'data.datasets[0].colour'"),
         ("model.output_stride=8.5", "'model.output_stride' must be int"),
-        ("model.norm=layer", "'model.norm' must be one of batch, group"),
+        ("model.norm=layer", "'model.norm' must be one of batch, group, domain"),
         ("trainer.max_steps=0", "'trainer.max_steps' must be positive"),
         ("trainer.precision=bf16-true", "cannot hold the adversarial gradients"),
         ("trainer.precision=fp64", "'trainer.precision' must be one of"),

@@ -188,6 +188,7 @@ def export_onnx(
     tile_size: int | None = None,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
+    domain: str | None = None,
 ) -> list[ExportedTask]:
     """Write Deepness-compatible ONNX files for a semimtl-geo checkpoint.
 
@@ -201,6 +202,8 @@ def export_onnx(
         opset: ONNX opset version.
         dynamic_batch: export a dynamic batch dimension; the default, batch 1, is what every
             Deepness version accepts (older Regressor checks reject other batch sizes).
+        domain: for a ``model.norm=domain`` model, the training dataset whose
+            normalisation statistics the graphs bake in (default: the first).
 
     Returns:
         One :class:`ExportedTask` per file, with the onnxruntime-vs-PyTorch max abs diff.
@@ -215,7 +218,7 @@ def export_onnx(
             f"ONNX opset {opset} is not supported; pass --opset between {MIN_OPSET} and "
             f"{max_opset()} (default {DEFAULT_OPSET})."
         )
-    loaded = load_model_checkpoint(checkpoint)
+    loaded = load_model_checkpoint(checkpoint, domain=domain)
     available = tuple(loaded.model.tasks)
     wanted = normalise_tasks(tasks) if tasks is not None else available
     missing = [t for t in wanted if t not in available]

@@ -53,6 +53,7 @@ class PredictJob:
     confidence: bool = False
     rescale: str | None = None
     value_scale: float | None = None
+    domain: str | None = None
 
 
 def worker_devices(device: str, count: int) -> list[str]:
@@ -111,7 +112,7 @@ def _worker(rank: int, device: str, threads: int, job: PredictJob, inputs, event
     from semimtl_geo.inference.raster import predict_raster
 
     try:
-        loaded = load_model_checkpoint(job.checkpoint)
+        loaded = load_model_checkpoint(job.checkpoint, domain=job.domain)
         predictor = WindowPredictor(loaded, device=device, tasks=job.tasks, engine=job.engine)
     except UserError as exc:
         events.put(("fatal", rank, str(exc)))

@@ -9,7 +9,7 @@ from torch import nn
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.encoder import build_encoder
 from semimtl_geo.models.heads import HeightHead, PSPSegmentationHead
-from semimtl_geo.models.norm import check_norm, convert_norm
+from semimtl_geo.models.norm import check_domains, check_norm, convert_norm, select_domain
 from semimtl_geo.tasks import TASKS, Task
 
 __all__ = ["TASKS", "MultiTaskNet", "Task", "normalise_tasks"]
@@ -41,9 +41,12 @@ class MultiTaskNet(nn.Module):
         tasks: which heads to build.
         encoder_weights: ``None``, ``"imagenet"`` or a local state-dict file.
         output_stride: encoder output stride (8 = dilated, as in the paper).
-        norm: ``"batch"`` (the paper's BatchNorm) or ``"group"`` (GroupNorm everywhere:
-            no running statistics, the same normalisation in training and at test time;
-            :mod:`semimtl_geo.models.norm` says when that matters).
+        norm: ``"batch"`` (the paper's BatchNorm), ``"group"`` (GroupNorm everywhere: no
+            running statistics) or ``"domain"`` (BatchNorm with running statistics per
+            training dataset, :class:`~semimtl_geo.models.norm.DomainBatchNorm2d`);
+            :mod:`semimtl_geo.models.norm` says when that matters.
+        domains: with ``norm="domain"``, the training datasets' names, in order; the first
+            is active until :meth:`select_domain` picks another.
 
     """
 
@@ -56,9 +59,11 @@ class MultiTaskNet(nn.Module):
         encoder_weights: str | Path | None = None,
         output_stride: int = 8,
         norm: str = "batch",
+        domains: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.norm = check_norm(norm)
+        self.domains = check_domains(norm, domains)
         self.tasks = normalise_tasks(tasks)
         self.encoder_name = encoder_name
         self.in_channels = in_channels
@@ -77,7 +82,8 @@ class MultiTaskNet(nn.Module):
         if "height" in self.tasks:
             # skip from the 1/4 stage (index 2 in smp's feature list)
             self.heads["height"] = HeightHead(channels[-1], skip_channels=channels[2])
-        convert_norm(self, self.norm)
+        convert_norm(self, self.norm, len(self.domains))
+        self.domain = self.domains[0] if self.domains else None
 
     def config(self) -> dict:
         """Return the constructor arguments that rebuild this network (stored in checkpoints)."""
@@ -88,7 +94,33 @@ class MultiTaskNet(nn.Module):
             "tasks": list(self.tasks),
             "output_stride": self.output_stride,
             "norm": self.norm,
+            **({"domains": list(self.domains)} if self.domains else {}),
         }
+
+    def select_domain(self, name: str | None) -> str | None:
+        """Use dataset ``name``'s normalisation statistics (``norm="domain"`` models).
+
+        ``None`` selects the first training dataset. Models with other normalisations have
+        no per-dataset statistics: for them this does nothing and returns ``None``.
+
+        Returns:
+            the active domain.
+
+        Raises:
+            UserError: a name that is not one of the model's training datasets.
+
+        """
+        if not self.domains:
+            return None
+        name = self.domains[0] if name is None else name
+        if name not in self.domains:
+            raise UserError(
+                f"This model has normalisation statistics for the datasets "
+                f"{', '.join(self.domains)}, not '{name}'; pick one of those."
+            )
+        select_domain(self, self.domains.index(name))
+        self.domain = name
+        return name
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predict every task of the model for a ``B x in_channels x H x W`` batch."""

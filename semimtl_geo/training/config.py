@@ -53,7 +53,7 @@ BASE_KEY = "_base_"
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 #: Normalisations of the generator (``model.norm``; the same list as
 #: :data:`semimtl_geo.models.norm.NORMS`, kept here so that configs load without torch models).
-NORMS: tuple[str, ...] = ("batch", "group")
+NORMS: tuple[str, ...] = ("batch", "group", "domain")
 #: Lightning accelerators a run can ask for (``trainer.accelerator``).
 ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -86,8 +86,9 @@ class ModelConfig:
     encoder: str = "resnet101"
     encoder_weights: str | None = "imagenet"
     output_stride: int = 8
-    #: ``batch`` (the paper's BatchNorm) or ``group`` (GroupNorm: no running statistics,
-    #: so test-time normalisation is the training one; :mod:`semimtl_geo.models.norm`).
+    #: ``batch`` (the paper's BatchNorm), ``group`` (GroupNorm: no running statistics) or
+    #: ``domain`` (BatchNorm with running statistics per training dataset, chosen by name
+    #: at test time); :mod:`semimtl_geo.models.norm` says why.
     norm: str = "batch"
 
 
@@ -481,7 +482,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.model.norm not in NORMS:
         raise UserError(
             f"Config key 'model.norm' must be one of {', '.join(NORMS)} (batch = the paper's "
-            f"BatchNorm, group = GroupNorm), got {cfg.model.norm!r}."
+            f"BatchNorm, group = GroupNorm, domain = BatchNorm statistics per dataset), got "
+            f"{cfg.model.norm!r}."
         )
     if cfg.trainer.accelerator not in ACCELERATORS:
         raise UserError(

@@ -224,6 +224,9 @@ class SemiMTLModule(pl.LightningModule):
             encoder_weights=cfg.model.encoder_weights,
             output_stride=cfg.model.output_stride,
             norm=cfg.model.norm,
+            domains=[role.name for role in self.plan.datasets]
+            if cfg.model.norm == "domain"
+            else None,
         )
         self.discriminators = nn.ModuleDict()
         for task in self.plan.d_tasks:
@@ -346,6 +349,7 @@ class SemiMTLModule(pl.LightningModule):
             check_batch(role, batch)
             image = batch["image"]
             mixed = mixed or torch.is_autocast_enabled(image.device.type)
+            self.generator.select_domain(role.name)  # model.norm=domain: its statistics
             outputs = self.generator(image)
             for term in generator_terms(
                 self.plan, role, outputs, batch, self.discriminators, self.cfg.loss

@@ -124,11 +124,19 @@ def evaluate_model(
     min_height: float = 0.0,
     progress: bool = True,
 ) -> ModelResult:
-    """Evaluate one model on the full evaluation images of ``datasets``."""
+    """Evaluate one model on the full evaluation images of ``datasets``.
+
+    A ``model.norm=domain`` model normalises each dataset with the statistics of the
+    training dataset of the same name (the first one for a dataset it did not train on).
+    """
     tasks = list(loaded.model.tasks)
     num_classes = len(loaded.meta.classes)
     result = ModelResult(model_label(loaded), str(loaded.path or ""), tasks)
+    domains = getattr(loaded.model, "domains", ())  # only model.norm=domain models have any
+    active = getattr(loaded.model, "domain", None)
     for spec in datasets:
+        if domains:
+            loaded.model.select_domain(spec.name if spec.name in domains else None)
         seg = SegmentationMetrics(num_classes, loaded.meta.ignore_index)
         height = HeightMetrics(min_height=min_height)
         has_seg = has_height = False
@@ -165,6 +173,8 @@ def evaluate_model(
             height=height.compute() if has_height else None,
             samples=n,
         )
+    if domains:
+        loaded.model.select_domain(active)
     return result
 
 
