@@ -5,7 +5,8 @@ Steps:
    (seed 0; every method and seed trains on the same tiles);
 2. train every method (STL Seg/Depth, DA Seg/Depth, JTL, SemiSD, SemiMTL M1/M2/M3) with
    every seed, all with the demo's CPU recipe (``semimtl-geo demo``: ResNet18 from scratch,
-   AdamW, the same crops, batch and iterations; cli/cmd_demo.py ``PROFILES``) on top of
+   AdamW, BatchNorm statistics per dataset (``model.norm=domain``), the same crops, batch
+   and iterations; cli/cmd_demo.py ``PROFILES``) on top of
    ``configs/isprs.yaml`` (its loss weights, lambdas and discriminator optimiser);
 3. evaluate every run on the full test tiles of both datasets (overlapping sliding
    windows) and write one report: mean ± std over seeds of every metric, ΔM against the
@@ -407,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{profile['optimizer']} lr {profile['lr']}, {profile['steps']} iterations of "
               f"{profile['batch']} crops of {profile['crop']} px per dataset, "
               f"{profile['tiles']} tiles per dataset (half train, half test) at "
-              f"{profile['gsd']} m, scale augmentation {profile['scale_range']}")
+              f"{profile['gsd']} m, scale augmentation {profile['scale_range']}, "
+              f"model.norm={profile.get('norm', 'batch')}")
     first = results[next(iter(results))]["result"]
     study = {
         "command": "python benchmarks/method_study.py " + " ".join(sys.argv[1:] if argv is None

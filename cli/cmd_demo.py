@@ -26,10 +26,12 @@ from semimtl_geo.errors import UserError
 PROFILES = {
     "default": {"size_potsdam": 720, "size_vaihingen": 420, "tiles": 8, "gsd": 0.09,
                 "steps": 300, "crop": 96, "batch": 4, "patch": 256, "output_stride": 16,
-                "optimizer": "adamw", "lr": 0.001, "scale_range": [0.5, 2.0], "log_every": 25},
+                "optimizer": "adamw", "lr": 0.001, "scale_range": [0.5, 2.0], "log_every": 25,
+                "norm": "domain"},
     "quick": {"size_potsdam": 200, "size_vaihingen": 130, "tiles": 2, "gsd": 0.09,
               "steps": 2, "crop": 64, "batch": 1, "patch": 64, "output_stride": 32,
-              "optimizer": "adamw", "lr": 0.001, "scale_range": None, "log_every": 1},
+              "optimizer": "adamw", "lr": 0.001, "scale_range": None, "log_every": 1,
+              "norm": "domain"},
 }
 
 
@@ -43,7 +45,7 @@ def demo_config(
         "mode": "m2",
         "seed": seed,
         "model": {"encoder": "resnet18", "encoder_weights": None,
-                  "output_stride": profile["output_stride"]},
+                  "output_stride": profile["output_stride"], "norm": profile["norm"]},
         "data": {
             "datasets": [
                 {"name": "potsdam", "kind": "isprs", "root": str(prepared), "tasks": ["seg"]},
@@ -135,6 +137,7 @@ def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int
     paths = []
     for dataset in ("potsdam", "vaihingen"):
         tile = read_isprs_tile(list_isprs_tiles(prepared, dataset, "test")[0])
+        loaded.model.select_domain(dataset)  # its own normalisation statistics
         pred = predict_array(loaded, tile.image, patch_size=patch, overlap=0.5, device=device)
         row = PreviewRow(
             name=f"{dataset} {tile.tile_id}",
@@ -213,7 +216,7 @@ def demo_cmd(out: Path, steps: int | None, device: str, quick: bool, seed: int,
     timings["predict"] = _run(6, total, "Predict a held-out georeferenced tile", [
         "predict", str(held_out), "-o", str(out / "predict"), "--checkpoint",
         str(runs / "semimtl" / "model.pt"), "--device", device, "--vectorize",
-        "--patch-size", str(profile["patch"]),
+        "--patch-size", str(profile["patch"]), "--domain", "potsdam",
     ])
     click.secho(f"\n[7/{total}] Draw the panels (input, reference, prediction, height)", bold=True)
     start = time.perf_counter()
