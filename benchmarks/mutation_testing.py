@@ -78,14 +78,17 @@ GROUPS = [
             "semimtl_geo/training/methods/base.py",
             "semimtl_geo/training/methods/stl.py",
             "semimtl_geo/training/methods/da.py",
+            "semimtl_geo/training/methods/jtl.py",
             "semimtl_geo/training/methods/semisd.py",
             "semimtl_geo/training/methods/semimtl.py",
         ],
-        # the engine-level tests (a full G and D step per method) take 5-10 s each and
-        # check parameters, not terms; the term, plan and D-input tests cover the methods package
-        ["tests/test_train_methods.py", "-k",
+        # the engine-level tests (a full G and D step per method, or a training run) take
+        # 5-10 s each and check parameters, not terms; the term, plan, D-input and registry
+        # tests cover the methods package
+        ["tests/test_train_methods.py", "tests/test_method_registry.py", "-k",
          "not one_iteration and not detached and not stl_step and not discriminator_labels"
-         " and not semisd_labels and not da_labels"],
+         " and not semisd_labels and not da_labels and not one_class_and_a_config"
+         " and not imports_flow"],
     ),
     Group("metrics", ["semimtl_geo/metrics.py"], ["tests/test_metrics.py"]),
     Group(
@@ -105,12 +108,18 @@ GROUPS = [
     Group(
         "inference",
         [
+            "semimtl_geo/grid.py",
             "semimtl_geo/inference/windows.py",
             "semimtl_geo/inference/blending.py",
             "semimtl_geo/inference/predictor.py",
             "semimtl_geo/inference/engine.py",
+            "semimtl_geo/inference/engines.py",
         ],
-        ["tests/test_predict_windows.py"],
+        # torch.compile (minutes), --devices worker processes and the CLI/COG tests are left
+        # out: they exercise the command line and writers, not these modules' arithmetic
+        ["tests/test_predict_windows.py", "tests/test_grid.py", "tests/test_predict_engines.py",
+         "-k", "not compile_engine and not devices_spread and not cog_outputs"
+         " and not cli_engine"],
     ),
 ]
 

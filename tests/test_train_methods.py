@@ -530,3 +530,93 @@ def test_methods_without_discriminator_have_no_adversarial_terms(method):
         d = discriminator_losses(plan, role, outputs[role.name], batches[role.name], {}, 6,
                                  cfg.loss)
         assert d == {}
+
+
+# ---------------------------------------------------------------- D accuracies, labels
+
+
+class ZonedD(torch.nn.Module):
+    """Column 0 of the 4 x 4 map is one zone, columns 1-3 another (25 % / 75 %).
+
+    Domain-aware (3 outputs): column 0 has P_LEFT (arg-max class 2, domain 2), the rest
+    P_RIGHT (arg-max class 0 = ground truth; among the domains, domain 1). Binary: logit
+    1.5 in column 0 (judged real), exactly 0 in column 1 (p = 0.5: not judged real), -0.5
+    in columns 2-3 (fake).
+    """
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, x):
+        b = x.shape[0]
+        if self.outputs == 1:
+            out = torch.empty(b, 1, 4, 4)
+            out[..., 0], out[..., 1], out[..., 2:] = 1.5, 0.0, -0.5
+        else:
+            out = torch.empty(b, 3, 4, 4)
+            out[..., :1] = torch.log(torch.tensor(P_LEFT)).view(1, 3, 1, 1)
+            out[..., 1:] = torch.log(torch.tensor(P_RIGHT)).view(1, 3, 1, 1)
+        return out
+
+
+def _accuracies(method, role_index):
+    cfg, plan, batches, outputs, _ = _plan_inputs(method)
+    discs = {t: ZonedD(plan.d_outputs) for t in plan.tasks}
+    role = plan.datasets[role_index]
+    acc = {}
+    discriminator_losses(plan, role, outputs[role.name], batches[role.name], discs, 6,
+                         _unit_weights(cfg), accuracies=acc)
+    return {k: round(v.item(), 6) for k, v in acc.items()}
+
+
+def test_discriminator_accuracies_hand_computed():
+    """Which pixels each method's D gets right (the is-adversarial-learning-alive log)."""
+    # SemiMTL (K = 2): prediction pixels judged "not ground truth" (arg-max != 0): column
+    # 0 only; own domain among 1..K: columns 1-3 are domain 1 (dataset a), column 0 is
+    # domain 2 (dataset b); ground truth judged class 0: columns 1-3.
+    assert _accuracies("semimtl", 0) == {
+        "seg/acc_pred": 0.25, "seg/acc_domain": 0.75, "seg/acc_gt": 0.75,
+        "height/acc_pred": 0.25, "height/acc_domain": 0.75,  # no height labels on a
+    }
+    assert _accuracies("semimtl", 1) == {
+        "seg/acc_pred": 0.25, "seg/acc_domain": 0.25,
+        "height/acc_pred": 0.25, "height/acc_domain": 0.25, "height/acc_gt": 0.75,
+    }
+    # SemiSD: predictions judged fake (logit <= 0): columns 1-3; ground truth judged real
+    # (logit > 0): column 0
+    assert _accuracies("semisd", 0) == {
+        "seg/acc_pred": 0.75, "seg/acc_gt": 0.25, "height/acc_pred": 0.75,
+    }
+    # DA: the labelled source's predictions should be judged real, the target's fake;
+    # D never sees ground truth
+    assert _accuracies("da_seg", 0) == {"seg/acc_pred": 0.25}
+    assert _accuracies("da_seg", 1) == {"seg/acc_pred": 0.75}
+    assert _accuracies("da_height", 0) == {"height/acc_pred": 0.75}  # a: height target
+    assert _accuracies("da_height", 1) == {"height/acc_pred": 0.25}
+    # no discriminator, no accuracies
+    assert _accuracies("jtl", 0) == {} and _accuracies("stl_seg", 0) == {}
+
+
+def test_method_labels_and_modes_come_from_the_registry():
+    from semimtl_geo.training.methods import (
+        METHOD_LABELS,
+        get_method,
+        method_label,
+        method_uses_mode,
+    )
+
+    assert dict(METHOD_LABELS) == {
+        "stl_seg": "STL Seg", "stl_height": "STL Depth", "da_seg": "DA Seg",
+        "da_height": "DA Depth", "jtl": "JTL", "semisd": "SemiSD", "semimtl": "SemiMTL",
+    }
+    assert list(METHOD_LABELS)[:2] == ["stl_seg", "stl_height"] and len(METHOD_LABELS) == 7
+    with pytest.raises(KeyError):
+        METHOD_LABELS["fancy"]
+    assert method_label("semimtl", "m1") == "SemiMTL (M1)"
+    assert method_label("semimtl") == "SemiMTL (M2)"  # the paper's main mode by default
+    assert method_label("jtl", "m3") == "JTL" and method_label("fancy") is None
+    assert method_uses_mode("semimtl") is True
+    assert method_uses_mode("semisd") is False and method_uses_mode("fancy") is False
+    plan = plan_method(config_from_dict(toy.toy_config_dict("semisd")))
+    assert type(plan.impl) is type(get_method("semisd")) and plan.impl.name == "semisd"
