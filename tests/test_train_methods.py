@@ -540,7 +540,7 @@ class ZonedD(torch.nn.Module):
 
     Domain-aware (3 outputs): column 0 has P_LEFT (arg-max class 2, domain 2), the rest
     P_RIGHT (arg-max class 0 = ground truth; among the domains, domain 1). Binary: logit
-    1.5 in column 0 (judged real), exactly 0 in column 1 (p = 0.5: not judged real), -0.5
+    0.5 in column 0 (judged real), exactly 0 in column 1 (p = 0.5: not judged real), -0.5
     in columns 2-3 (fake).
     """
 
@@ -552,7 +552,7 @@ class ZonedD(torch.nn.Module):
         b = x.shape[0]
         if self.outputs == 1:
             out = torch.empty(b, 1, 4, 4)
-            out[..., 0], out[..., 1], out[..., 2:] = 1.5, 0.0, -0.5
+            out[..., 0], out[..., 1], out[..., 2:] = 0.5, 0.0, -0.5
         else:
             out = torch.empty(b, 3, 4, 4)
             out[..., :1] = torch.log(torch.tensor(P_LEFT)).view(1, 3, 1, 1)
@@ -620,3 +620,124 @@ def test_method_labels_and_modes_come_from_the_registry():
     assert method_uses_mode("semisd") is False and method_uses_mode("fancy") is False
     plan = plan_method(config_from_dict(toy.toy_config_dict("semisd")))
     assert type(plan.impl) is type(get_method("semisd")) and plan.impl.name == "semisd"
+
+
+def test_adversarial_terms_are_flagged_and_supervised_ones_are_not():
+    """The engine backpropagates flagged (adversarial) terms apart, in fp32 (backward.py)."""
+    from semimtl_geo.training.methods import generator_terms
+
+    for method in ("semimtl", "semisd", "da_seg"):
+        cfg, plan, batches, outputs, D = _plan_inputs(method)
+        flags = {}
+        for role in plan.datasets:
+            for t in generator_terms(plan, role, outputs[role.name], batches[role.name], D,
+                                     cfg.loss):
+                flags[t.name] = t.adversarial
+        assert all(flags[n] is (not n.endswith("/sup")) for n in flags), (method, flags)
+        assert sum(flags.values()) >= 1
+
+
+def test_discriminator_runs_in_float32_outside_autocast():
+    from semimtl_geo.training.methods import discriminate
+
+    torch.manual_seed(0)
+    disc = torch.nn.Conv2d(3, 1, 3)
+    x = torch.randn(1, 3, 8, 8)
+    expected = disc(x)
+    for outer in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer):
+            out = discriminate(disc, x.bfloat16() if outer else x)
+        assert out.dtype == torch.float32
+        if not outer:
+            torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_generator_tasks_are_the_labelled_ones_only():
+    from semimtl_geo.training.methods import get_method
+
+    specs = [SimpleNamespace(name="a", tasks=["seg"]), SimpleNamespace(name="b", tasks=["seg"])]
+    tasks, roles = get_method("jtl").select(specs)
+    assert tasks == ("seg",)  # no dataset labels height: no height head
+    assert [(r.labelled, r.unlabelled) for r in roles] == [(("seg",), ()), (("seg",), ())]
+
+
+class _HeightOnlyAdversarial:
+    """Registered in a test: a D on height only, hooks that record the plan they get."""
+
+    seen: list = []
+
+    @classmethod
+    def make(cls):
+        from semimtl_geo.losses import binary_adversarial_loss
+        from semimtl_geo.training.methods import Method
+
+        class HeightOnly(Method):
+            name = "toy_height_adv"
+            label = "Toy Height-Adv"
+            discriminator = "binary"
+
+            def discriminator_tasks(self, tasks):
+                return tuple(t for t in tasks if t == "height")
+
+            def discriminator_terms(self, plan, role, task, pred_logits, gt_logits):
+                cls.seen.append(("terms", plan))
+                return {"pred": binary_adversarial_loss(pred_logits, is_real=False)}
+
+            def accuracies(self, plan, role, task, pred_logits, gt_logits):
+                cls.seen.append(("acc", plan))
+                return {"acc_pred": (pred_logits <= 0).float().mean()}
+
+        return HeightOnly
+
+
+def test_hooks_see_the_plan_and_tasks_without_a_d_are_skipped_not_the_rest():
+    from semimtl_geo.training.methods import register_method, unregister_method
+
+    method = _HeightOnlyAdversarial.make()
+    _HeightOnlyAdversarial.seen.clear()
+    register_method(method)
+    try:
+        cfg = config_from_dict(toy.toy_config_dict("toy_height_adv"))
+        plan = plan_method(cfg)
+        assert plan.d_tasks == ("height",)
+        torch.manual_seed(1)
+        batches = batches_for(SimpleNamespace(plan=plan, cfg=cfg))
+        role = plan.datasets[0]  # 'a': seg first (no D), then height (a D)
+        outputs = {"seg": torch.randn(1, 6, 32, 32), "height": torch.rand(1, 1, 32, 32)}
+        acc = {}
+        terms = discriminator_losses(plan, role, outputs, batches["a"],
+                                     {"height": ZonedD(1)}, 6, cfg.loss, accuracies=acc)
+        assert set(terms) == {"height/pred"} and set(acc) == {"height/acc_pred"}
+        assert acc["height/acc_pred"].item() == 0.75
+        assert [k for k, _ in _HeightOnlyAdversarial.seen] == ["terms", "acc"]
+        assert all(p is plan for _, p in _HeightOnlyAdversarial.seen)
+    finally:
+        unregister_method("toy_height_adv")
+
+
+def test_registry_needs_name_and_label_and_unregisters_cleanly():
+    from semimtl_geo.training.methods import (
+        Method,
+        method_names,
+        register_method,
+        unregister_method,
+    )
+
+    class NameOnly(Method):
+        name = "name_only"
+
+    class LabelOnly(Method):
+        label = "Label only"
+
+    for cls in (NameOnly, LabelOnly):
+        with pytest.raises(TypeError, match="needs a 'name' and a 'label'"):
+            register_method(cls)
+    assert "name_only" not in method_names()
+    method = _HeightOnlyAdversarial.make()
+    assert register_method(method) is method
+    register_method(method)  # the same class again is fine
+    assert method_names()[-1] == "toy_height_adv"
+    unregister_method("toy_height_adv")
+    assert "toy_height_adv" not in method_names()
+    unregister_method("toy_height_adv")  # unknown names are ignored
+    assert "jtl" in method_names()
