@@ -112,6 +112,13 @@ def test_height_metrics_pearson_r() -> None:
     m = HeightMetrics()
     m.update(np.array([1.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0]))
     assert m.compute()["r"] == pytest.approx(np.corrcoef([1, 2, 2], [1, 2, 3])[0, 1])
+    # two distinct points lie on a line: r = +-1; one point has no correlation
+    m = HeightMetrics()
+    m.update(np.array([1.0, 3.0]), np.array([5.0, 2.0]))
+    assert m.compute()["r"] == pytest.approx(-1.0)
+    m = HeightMetrics()
+    m.update(np.array([1.0]), np.array([5.0]))
+    assert math.isnan(m.compute()["r"])
 
 
 def test_height_metrics_pearson_r_streams_and_merges_like_numpy() -> None:
