@@ -585,7 +585,9 @@ def read_group(group: Group) -> dict:
     counts: dict[str, int] = {}
     survivors = []
     done = ("killed", "timeout")
-    alive = [n for n, c in codes.items() if STATUS.get(c, "suspicious") not in done]
+    # `mutmut show` takes seconds to start: diffs only for mutants that ran and survived
+    alive = [n for n, c in codes.items()
+             if STATUS.get(c, "suspicious") not in (*done, "not checked")]
     with ThreadPoolExecutor(max_workers=4) as pool:  # `mutmut show` is slow to start
         diffs = dict(zip(alive, pool.map(lambda n: _mutated_line(dest, n), alive)))
     for name, code in sorted(codes.items()):
@@ -593,7 +595,7 @@ def read_group(group: Group) -> dict:
         counts[status] = counts.get(status, 0) + 1
         if status not in ("killed", "timeout"):
             func = _function(name)
-            orig, mutated = diffs[name]
+            orig, mutated = diffs.get(name, ("", ""))
             reason = EQUIVALENT.get((func, mutated))
             survivors.append({"mutant": name, "status": status, "function": func,
                               "original": orig, "mutated": mutated, "equivalent": reason,

@@ -669,6 +669,7 @@ class _HeightOnlyAdversarial:
     @classmethod
     def make(cls):
         from semimtl_geo.losses import binary_adversarial_loss
+        from semimtl_geo.training.backward import WeightedTerm
         from semimtl_geo.training.methods import Method
 
         class HeightOnly(Method):
@@ -678,6 +679,10 @@ class _HeightOnlyAdversarial:
 
             def discriminator_tasks(self, tasks):
                 return tuple(t for t in tasks if t == "height")
+
+            def adversarial_terms(self, plan, role, task, logits, loss_cfg):
+                value = binary_adversarial_loss(logits, is_real=True)
+                return [WeightedTerm(f"{task}/adv", 1.0, value, True)]
 
             def discriminator_terms(self, plan, role, task, pred_logits, gt_logits):
                 cls.seen.append(("terms", plan))
@@ -704,6 +709,9 @@ def test_hooks_see_the_plan_and_tasks_without_a_d_are_skipped_not_the_rest():
         batches = batches_for(SimpleNamespace(plan=plan, cfg=cfg))
         role = plan.datasets[0]  # 'a': seg first (no D), then height (a D)
         outputs = {"seg": torch.randn(1, 6, 32, 32), "height": torch.rand(1, 1, 32, 32)}
+        gen = generator_losses(plan, role, outputs, batches["a"], {"height": ZonedD(1)},
+                               cfg.loss)
+        assert set(gen) == {"seg/sup", "height/adv"}
         acc = {}
         terms = discriminator_losses(plan, role, outputs, batches["a"],
                                      {"height": ZonedD(1)}, 6, cfg.loss, accuracies=acc)
@@ -741,3 +749,7 @@ def test_registry_needs_name_and_label_and_unregisters_cleanly():
     assert "toy_height_adv" not in method_names()
     unregister_method("toy_height_adv")  # unknown names are ignored
     assert "jtl" in method_names()
+    from semimtl_geo.training.methods import get_method
+
+    with pytest.raises(UserError, match=r"^Config key 'method' must be one of .*got \['jtl'\]\.$"):
+        get_method(["jtl"])  # a YAML list, not a name
