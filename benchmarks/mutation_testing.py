@@ -342,6 +342,43 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "y = _np(target).astype(None).ravel()",
     ): "astype(None) is astype(float64), numpy's default float type",
     (
+        "semimtl_geo.grid.grid_count",
+        "if window > length:",
+    ): "at window == length both branches give 1 window (ceil(0 / stride) + 1)",
+    (
+        "semimtl_geo.inference.engine._fill_tensor",
+        "values = fill.astype(None)",
+    ): "astype(None) is astype(float64), numpy's default float type",
+    **{
+        ("semimtl_geo.inference.engine._upload", line): "a blocking copy from the pinned "
+        "buffer gives the same device tensor (the flag only lets the host run ahead)"
+        for line in ("return tensor.pin_memory().to(device, non_blocking=None)",
+                     "return tensor.pin_memory().to(device, )",
+                     "return tensor.pin_memory().to(device, non_blocking=False)")
+    },
+    (
+        "semimtl_geo.inference.engine._shift_rows",
+        "if keep >= 0:",
+    ): "keep = h - step is never negative (step <= window height); at keep = 0 the copy "
+       "is of two empty slices",
+    (
+        "semimtl_geo.inference.engine._shift_rows",
+        "acc[:keep] = src.clone() if (step < keep) or True else src  # no overlapping copy",
+    ): "clone only copies the rows first; the values moved are the same",
+    (
+        "semimtl_geo.inference.engine._shift_rows",
+        "acc[:keep] = src.clone() if step <= keep else src  # no overlapping copy",
+    ): "at step == keep the source rows [keep, 2 keep) and the target rows [0, keep) do "
+       "not overlap: the clone only copies",
+    (
+        "semimtl_geo.inference.predictor.WindowPredictor.__init__",
+        'device: str | torch.device = "CPU",',
+    ): "resolve_device lower-cases the name: CPU is cpu",
+    (
+        "semimtl_geo.inference.predictor.WindowPredictor.__init__",
+        'engine: str = "AUTO",',
+    ): "resolve_engine lower-cases the name: AUTO is auto",
+    (
         "semimtl_geo.inference.qml._hex",
         'return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb[:4]))',
     ): "str.format ignores surplus arguments, so a 4th (alpha) value changes nothing",
@@ -370,6 +407,28 @@ CUDA_ONLY: dict[tuple[str, str], str] = {
          "self._std = torch.as_tensor(std, ).view(1, -1, 1, 1)"),
         ("semimtl_geo.inference.predictor.WindowPredictor.__init__",
          "self.model = self.model.to(memory_format=None)"),
+    ]
+} | {
+    (f, line): "CUDA only: tests/test_gpu.py::test_predict_cuda_bf16_channels_last_matches_cpu_fp32"
+    for f, line in [
+        ("semimtl_geo.inference.engine._fill_tensor",
+         "return torch.from_numpy(values.astype(dtype)).view(-1, 1, 1).to(None)"),
+        ("semimtl_geo.inference.engine._upload", 'if device.type == "XXcudaXX":'),
+        ("semimtl_geo.inference.engine._upload", 'if device.type == "CUDA":'),
+        ("semimtl_geo.inference.engine._upload",
+         "return tensor.pin_memory().to(None, non_blocking=True)"),
+        ("semimtl_geo.inference.engine._upload",
+         "return tensor.pin_memory().to(non_blocking=True)"),
+        ("semimtl_geo.inference.engine._argmax_classes",
+         "classes = torch.full(best.shape, sums.shape[0] - 1, dtype=torch.uint8, device=None)"),
+        ("semimtl_geo.inference.engine._argmax_classes",
+         "classes = torch.full(best.shape, sums.shape[0] - 1, dtype=torch.uint8, )"),
+        ("semimtl_geo.inference.predictor.resolve_device",
+         'return torch.device("CUDA" if torch.cuda.is_available() else "cpu")'),
+        ("semimtl_geo.inference.predictor.resolve_device",
+         'return torch.device("XXcudaXX" if torch.cuda.is_available() else "cpu")'),
+        ("semimtl_geo.inference.predictor.resolve_device",
+         'return torch.device("cuda" if (torch.cuda.is_available()) and False else "cpu")'),
     ]
 } | {
     (

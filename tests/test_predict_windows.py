@@ -400,3 +400,28 @@ def test_engine_skips_empty_windows_without_a_progress_callback():
     run_sliding_windows(make_grid(64, 200, 64, 0.5), lambda a, b: (image[:, a:b], valid[a:b]),
                         WindowPredictor(loaded), rows.append)
     assert (rows[0].classes[:, :100] == 255).all() and (rows[0].classes[:, 150:] < 6).all()
+
+
+@pytest.mark.parametrize(("height", "overlap"), [(127, 0.0), (128, 0.0), (100, 0.5)])
+def test_stub_identity_survives_every_band_shift(height, overlap):
+    """The blending band moves up by a whole window (no row kept) or all but one row.
+
+    127 rows at 64 px and no overlap: window rows start at 0 and 63, so one row is kept
+    when the band shifts; 128 rows: starts 0 and 64, nothing is kept and every row of the
+    band must be zeroed. A stale or lost row shows up as a wrong value in that row.
+    """
+    loaded = stub_loaded()
+    image = textured(height, 70, seed=2)
+    grid = make_grid(height, 70, 64, overlap)
+    assert grid.row_starts == {127: (0, 63), 128: (0, 64), 100: (0, 32, 36)}[height]
+    out = predict_array(loaded, image, patch_size=64, overlap=overlap)
+    expected = (image[0].astype(np.float32) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(out["height"], expected, atol=1e-5)
+
+
+def test_window_predictor_keeps_the_engine_it_resolved():
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    for name in ("eager", "channels-last"):
+        runner = WindowPredictor(stub_loaded(), engine=name)
+        assert runner.engine_name == name and runner.engine.name == name
