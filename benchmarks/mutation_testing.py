@@ -379,6 +379,26 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'engine: str = "AUTO",',
     ): "resolve_engine lower-cases the name: AUTO is auto",
     (
+        "semimtl_geo.metrics.HeightMetrics.update",
+        "pp > 0, np.maximum(pp / yp, yp / np.where(pp >= 0, pp, 1.0)), np.inf",
+    ): "the inner where only guards the division; where pp <= 0 the outer where discards it",
+    (
+        "semimtl_geo.metrics.HeightMetrics.update",
+        "pp > 0, np.maximum(pp / yp, yp / np.where(pp > 0, pp, 2.0)), np.inf",
+    ): "the placeholder divisor is used only where pp <= 0, and the outer where discards it",
+    (
+        "semimtl_geo.metrics.HeightMetrics.merge",
+        "assert other._shift is not None or self._shift is not None",
+    ): "other has pixels, so its shift is set, and ours was set from it just before",
+    (
+        "semimtl_geo.metrics.HeightMetrics._pearson",
+        'return float("NAN")',
+    ): 'float("NAN") is float("nan")',
+    (
+        "semimtl_geo.metrics.HeightMetrics._pearson",
+        'return float("NAN")  # a constant prediction or reference has no correlation',
+    ): 'float("NAN") is float("nan")',
+    (
         "semimtl_geo.inference.qml._hex",
         'return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb[:4]))',
     ): "str.format ignores surplus arguments, so a 4th (alpha) value changes nothing",

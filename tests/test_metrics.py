@@ -275,3 +275,48 @@ def test_height_metrics_accumulate_over_updates_and_combine_masks() -> None:
     masked = HeightMetrics()
     masked.update(np.array([1.0, 9.0]), np.array([np.nan, 3.0]), np.array([True, False]))
     assert masked.compute()["pixels"] == 0
+
+
+def test_height_metrics_merge_recentres_accumulators_with_their_own_history() -> None:
+    """Merging two accumulators that each saw several chunks with different means.
+
+    Each accumulator sums about the mean of its *first* chunk, so its later chunks leave
+    non-zero first moments; merging must move the other's sums onto our centre exactly
+    (merging into an empty accumulator only shifts every value alike, which r ignores).
+    """
+    rng = np.random.default_rng(4)
+    n = 4000
+    y = 20.0 + np.linspace(0.0, 60.0, n) + rng.gamma(2.0, 2.0, n)  # a trend: chunk means differ
+    p = 0.8 * y + rng.normal(0.0, 5.0, n) - 7.0
+    parts = np.array_split(np.arange(n), 4)
+    a, b = HeightMetrics(), HeightMetrics()
+    for acc, chunks in ((a, parts[:2]), (b, parts[2:])):
+        for idx in chunks:
+            acc.update(p[idx], y[idx])
+    a.merge(b)
+    assert a.compute()["r"] == pytest.approx(np.corrcoef(p, y)[0, 1], abs=1e-9)
+    assert a.compute()["RMSE"] == pytest.approx(float(np.sqrt(np.mean((p - y) ** 2))))
+    b2 = HeightMetrics()  # the other way round: the later data first
+    for idx in parts[2:] + parts[:2]:
+        b2.update(p[idx], y[idx])
+    assert b2.compute()["r"] == pytest.approx(np.corrcoef(p, y)[0, 1], abs=1e-9)
+
+
+def test_height_metrics_pearson_r_is_clipped_and_quiet() -> None:
+    """Rounding can put |r| a hair above 1 (here 1 + 2e-16): r is clipped to [-1, 1]."""
+    y = np.array([8.216181435011583, 3.304370761833871, -13.03157231604361,
+                  9.053558666731178, 4.463745723640113])
+    for sign in (1.0, -1.0):
+        m = HeightMetrics()
+        m.update(sign * 0.7 * y + 3.1, y)
+        assert m.compute()["r"] == sign  # exactly +-1, not +-1.0000000000000002
+    # a constant prediction or reference has no r, and says so without a 0/0 warning
+    import warnings
+
+    for pred, ref in ((np.full(4, 2.5), y[:4]), (y[:4], np.full(4, 2.5))):
+        m = HeightMetrics(min_height=0.25)
+        m.update(pred, ref)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            r = m.compute()
+        assert math.isnan(r["r"]) and r["min_height"] == 0.25
