@@ -425,3 +425,31 @@ def test_window_predictor_keeps_the_engine_it_resolved():
     for name in ("eager", "channels-last"):
         runner = WindowPredictor(stub_loaded(), engine=name)
         assert runner.engine_name == name and runner.engine.name == name
+
+
+def test_resolve_device_names_and_gpu_counts(monkeypatch):
+    """Device strings, checked against a pretended machine (no GPU needed)."""
+    from semimtl_geo.inference.predictor import resolve_device
+
+    for bad in ("tpu", "foo:bar", "cuda:x"):
+        with pytest.raises(UserError, match="^" + re.escape(
+                f"Device '{bad}' is not one semimtl-geo runs on; use auto, cpu, cuda, cuda:N "
+                "or mps.") + "$"):
+            resolve_device(bad)
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("CUDA:1") == torch.device("cuda", 1)
+    with pytest.raises(UserError, match="^" + re.escape(
+            "Device 'cuda:2' does not exist: this machine has 2 CUDA device(s), cuda:0 to "
+            "cuda:1.") + "$"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match="^" + re.escape(
+            "Device 'mps' was requested but Apple's MPS is not available; use --device cpu.")
+            + "$"):
+        resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps")
