@@ -341,6 +341,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "semimtl_geo.metrics.HeightMetrics.update",
         "y = _np(target).astype(None).ravel()",
     ): "astype(None) is astype(float64), numpy's default float type",
+    **{
+        ("semimtl_geo.inference.blending.hann_1d", line): "an integer arange: i + 0.5 is "
+        "float64 all the same, with the same values"
+        for line in ("i = np.arange(n, dtype=None)", "i = np.arange(n, )")
+    },
     (
         "semimtl_geo.grid.grid_count",
         "if window > length:",
