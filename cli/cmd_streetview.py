@@ -43,7 +43,7 @@ def synthesize_streetview_cmd(
     train_extra (no gtFine); Synscapes gets img/rgb, img/class, img/depth and meta. Point
     configs/cityscapes_*.yaml at them to try the street-view settings in minutes.
     """
-    from semimtl_geo.data.streetview_fixtures import write_streetview_fixtures
+    from semimtl_geo.data.streetview.fixtures import write_streetview_fixtures
 
     paths = write_streetview_fixtures(
         output, size=_parse_size(size), frames_per_city=frames_per_city,

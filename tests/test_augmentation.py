@@ -8,10 +8,10 @@ import torch
 
 from semimtl_geo.cli.main import main
 from semimtl_geo.data import list_isprs_tiles, make_isprs_train_loader, read_isprs_tile
-from semimtl_geo.data.cityscapes import Cityscapes
+from semimtl_geo.data.cityscapes.dataset import Cityscapes
+from semimtl_geo.data.cityscapes.fixtures import write_cityscapes_fixture
 from semimtl_geo.data.isprs.loaders import rescale_crop
 from semimtl_geo.data.isprs.samplers import RandomTileCropSampler
-from semimtl_geo.data.streetview_fixtures import write_cityscapes_fixture
 from semimtl_geo.data.synthesize import synthesize_isprs
 
 

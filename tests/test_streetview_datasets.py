@@ -10,21 +10,14 @@ import torch
 from PIL import Image
 
 from semimtl_geo.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
-from semimtl_geo.data.cityscapes import Cityscapes, CityscapesDepth, disparity_to_depth
-from semimtl_geo.data.streetview_base import (
-    LABEL_ID_TO_TRAIN_ID,
-    depth_to_target,
-    height_to_metres,
-    label_ids_to_train_ids,
-    nearest_resize,
-)
-from semimtl_geo.data.streetview_fixtures import (
-    FIXTURE_CITIES,
-    write_cityscapes_fixture,
-    write_streetview_fixtures,
-    write_synscapes_fixture,
-)
-from semimtl_geo.data.synscapes import PAPER_SPLIT, Synscapes, split_ids, split_sizes
+from semimtl_geo.data.cityscapes.dataset import Cityscapes, CityscapesDepth, disparity_to_depth
+from semimtl_geo.data.cityscapes.facts import LABEL_ID_TO_TRAIN_ID, label_ids_to_train_ids
+from semimtl_geo.data.cityscapes.fixtures import FIXTURE_CITIES, write_cityscapes_fixture
+from semimtl_geo.data.streetview.base import depth_to_target, height_to_metres, nearest_resize
+from semimtl_geo.data.streetview.fixtures import write_streetview_fixtures
+from semimtl_geo.data.synscapes.dataset import Synscapes
+from semimtl_geo.data.synscapes.facts import PAPER_SPLIT, split_ids, split_sizes
+from semimtl_geo.data.synscapes.fixtures import write_synscapes_fixture
 from semimtl_geo.errors import UserError
 
 SIZE = (32, 64)

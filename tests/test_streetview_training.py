@@ -11,7 +11,7 @@ import torch
 
 from semimtl_geo.checkpoint import load_model_checkpoint
 from semimtl_geo.classes import CITYSCAPES_CLASSES
-from semimtl_geo.data.streetview_fixtures import write_streetview_fixtures
+from semimtl_geo.data.streetview.fixtures import write_streetview_fixtures
 from semimtl_geo.errors import UserError
 from semimtl_geo.training.config import DatasetConfig, load_config
 from semimtl_geo.training.engine import train

@@ -40,15 +40,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from semimtl_geo.classes import CITYSCAPES_CLASSES
-from semimtl_geo.data.cityscapes import Cityscapes
-from semimtl_geo.data.streetview_base import (
+from semimtl_geo.data.cityscapes.dataset import Cityscapes
+from semimtl_geo.data.streetview.base import (
     DEPTH_TARGETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PAPER_SIZE,
     StreetViewDataset,
 )
-from semimtl_geo.data.synscapes import Synscapes
+from semimtl_geo.data.synscapes.dataset import Synscapes
 from semimtl_geo.errors import UserError
 from semimtl_geo.training.config import DatasetConfig
 from semimtl_geo.training.registry import (

@@ -1,4 +1,4 @@
-"""Synscapes: photorealistic synthetic street scenes with exact class and depth maps.
+"""Synscapes torchgeo dataset: photorealistic synthetic street scenes with exact labels.
 
 Source: https://synscapes.on.liu.se (7D Labs / Linköping University; registration
 needed). 25,000 rendered frames, 1440x720 px RGB, designed to match Cityscapes' scene
@@ -34,42 +34,23 @@ from pathlib import Path
 
 import numpy as np
 
-from semimtl_geo.data.streetview_base import (
+from semimtl_geo.data.cityscapes.facts import SKY_LABEL_ID, label_ids_to_train_ids
+from semimtl_geo.data.streetview.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PAPER_SIZE,
-    SKY_LABEL_ID,
     DepthTarget,
     Frame,
     StreetViewDataset,
     check_root_and_split,
-    label_ids_to_train_ids,
     read_png_array,
     read_rgb,
     require_folder,
 )
+from semimtl_geo.data.synscapes.facts import SPLITS, split_ids
 from semimtl_geo.errors import UserError
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: The paper's split of the 25,000 frames, in id order.
-PAPER_SPLIT = {"train": 20000, "val": 1000, "test": 4000}
 _HINT = "unpack the Synscapes archive from synscapes.on.liu.se so that the root holds img/."
-
-
-def split_sizes(n: int) -> dict[str, int]:
-    """Frames per split for ``n`` frames: the paper's 20K/1K/4K, proportionally, in order."""
-    if n == sum(PAPER_SPLIT.values()):
-        return dict(PAPER_SPLIT)
-    n_train = min(n, int(round(0.8 * n)))
-    n_val = min(n - n_train, max(1, int(round(0.04 * n))))
-    return {"train": n_train, "val": n_val, "test": n - n_train - n_val}
-
-
-def split_ids(ids: Sequence[str], split: str) -> list[str]:
-    """Return the ids of ``split``, given every frame id sorted in numeric order."""
-    sizes = split_sizes(len(ids))
-    start = {"train": 0, "val": sizes["train"], "test": sizes["train"] + sizes["val"]}[split]
-    return list(ids[start : start + sizes[split]])
 
 
 class Synscapes(StreetViewDataset):
@@ -81,7 +62,7 @@ class Synscapes(StreetViewDataset):
         tasks: labels to load: ``"seg"`` (``img/class``) and/or ``"height"``
             (``img/depth``; the inverse target also reads ``img/class`` for the sky).
         size, crop_size, flip, depth_target, depth_scale, max_depth, mean, std: see
-            :class:`~semimtl_geo.data.streetview_base.StreetViewDataset`.
+            :class:`~semimtl_geo.data.streetview.base.StreetViewDataset`.
 
     Raises:
         UserError: a folder the requested tasks need is missing, or the split is empty.

@@ -5,7 +5,8 @@ crops (256x256 in the cross-city setting) with random flips, and regresses *inve
 depth so that points at infinity (the sky) are 0. This module holds what the dataset
 modules share:
 
-* reading PNG images and label-id maps, the Cityscapes label-id -> train-id table;
+* reading PNG images and label-id maps (the Cityscapes label-id -> train-id table both
+  datasets use is :mod:`semimtl_geo.data.cityscapes.facts`);
 * resizing (image bilinear; labels and depth nearest, so no invalid pixel is blended
   into a valid one), random crops and horizontal flips;
 * the depth target: ``"depth"`` (``height = depth_m / depth_scale``) or
@@ -30,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 from torchgeo.datasets import NonGeoDataset
 
-from semimtl_geo.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
+from semimtl_geo.classes import CITYSCAPES_CLASSES
 from semimtl_geo.errors import UserError
 
 DepthTarget = Literal["depth", "inverse_depth"]
@@ -42,49 +43,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The paper's working resolution (rows, columns).
 PAPER_SIZE = (512, 1024)
-
-#: Cityscapes label id (0..33, as stored in ``*_gtFine_labelIds.png`` and Synscapes'
-#: ``img/class``) -> train id (0..18) or 255 (ignored). From cityscapesScripts'
-#: ``helpers/labels.py``; ids outside 0..33 (e.g. license plate -1) are ignored too.
-LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
-    7: 0,  # road
-    8: 1,  # sidewalk
-    11: 2,  # building
-    12: 3,  # wall
-    13: 4,  # fence
-    17: 5,  # pole
-    19: 6,  # traffic light
-    20: 7,  # traffic sign
-    21: 8,  # vegetation
-    22: 9,  # terrain
-    23: 10,  # sky
-    24: 11,  # person
-    25: 12,  # rider
-    26: 13,  # car
-    27: 14,  # truck
-    28: 15,  # bus
-    31: 16,  # train
-    32: 17,  # motorcycle
-    33: 18,  # bicycle
-}
-#: Cityscapes label id of the sky (train id 10).
-SKY_LABEL_ID = 23
-NUM_LABEL_IDS = 34
-
-_LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-for _label_id, _train_id in LABEL_ID_TO_TRAIN_ID.items():
-    _LUT[_label_id] = _train_id
-assert len(LABEL_ID_TO_TRAIN_ID) == len(CITYSCAPES_CLASSES)
-
-
-def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map Cityscapes label ids (0..33) to train ids (0..18); everything else -> 255."""
-    ids = np.asarray(label_ids)
-    out = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
-    inside = (ids >= 0) & (ids < 256)
-    out[inside] = _LUT[ids[inside].astype(np.int64)]
-    return out
-
 
 def depth_to_target(
     depth_m: np.ndarray,

@@ -1,4 +1,4 @@
-"""Cityscapes and Cityscapes-depth (its ``train_extra`` split) street-view datasets.
+"""Cityscapes and Cityscapes-depth (its ``train_extra`` split) torchgeo datasets.
 
 Source: https://www.cityscapes-dataset.com (registration needed). Stereo video frames
 from 50 European cities, 2048x1024 px, 8-bit RGB (left camera).
@@ -22,7 +22,7 @@ train_extra 19998 frames (23 other cities, coarse labels only: the paper's
 
 Labels: ``*_gtFine_labelIds.png`` holds the 34 label ids 0..33; they map to the 19
 evaluation classes (train ids 0..18, :data:`semimtl_geo.classes.CITYSCAPES_CLASSES`) by
-:data:`semimtl_geo.data.streetview_base.LABEL_ID_TO_TRAIN_ID`; every other id becomes
+:data:`semimtl_geo.data.cityscapes.facts.LABEL_ID_TO_TRAIN_ID`; every other id becomes
 255 (ignored).
 
 Depth: ``*_disparity.png`` is uint16 with ``d = (p - 1) / 256`` pixels of disparity for
@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semimtl_geo.data.streetview_base import (
+from semimtl_geo.data.cityscapes.facts import SPLITS, label_ids_to_train_ids
+from semimtl_geo.data.streetview.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PAPER_SIZE,
@@ -51,14 +52,12 @@ from semimtl_geo.data.streetview_base import (
     Frame,
     StreetViewDataset,
     check_root_and_split,
-    label_ids_to_train_ids,
     read_png_array,
     read_rgb,
     require_folder,
 )
 from semimtl_geo.errors import UserError
 
-SPLITS: tuple[str, ...] = ("train", "val", "test", "train_extra")
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _HINT = {
     "leftImg8bit": "unzip leftImg8bit_trainvaltest.zip (leftImg8bit_trainextra.zip for "
@@ -122,7 +121,7 @@ class Cityscapes(StreetViewDataset):
             ``disparity`` and ``camera``).
         cities: optional subset of city folder names.
         size, crop_size, flip, depth_target, depth_scale, max_depth, mean, std, scale_range: see
-            :class:`~semimtl_geo.data.streetview_base.StreetViewDataset`.
+            :class:`~semimtl_geo.data.streetview.base.StreetViewDataset`.
 
     Raises:
         UserError: a folder the requested tasks need is missing, or it holds no frames.
