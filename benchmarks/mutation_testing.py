@@ -95,13 +95,13 @@ GROUPS = [
         "classes",
         [
             "semimtl_geo/classes.py",
-            "semimtl_geo/data/isprs/prepare.py",
+            "semimtl_geo/data/isprs/prepare/labels.py",
             "semimtl_geo/inference/qml.py",
         ],
         ["tests/test_classes.py"],
         [
             "semimtl_geo.classes.*",
-            "semimtl_geo.data.isprs.prepare.x_colors_to_classes__mutmut_*",
+            "semimtl_geo.data.isprs.prepare.labels.x_colors_to_classes__mutmut_*",
             "semimtl_geo.inference.qml.x__hex__mutmut_*",
         ],
     ),
