@@ -1,4 +1,4 @@
-"""A tiny in-memory dataset kind for the training-engine tests.
+"""A tiny in-memory dataset kind (a datamodule) for the training-engine tests.
 
 Scenes are blocky class maps; pixel colour and height are functions of the class plus a
 per-dataset appearance shift (two "domains"), so the tasks are learnable in a few steps.
@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from semimtl_geo.classes import ISPRS_CLASSES
-from semimtl_geo.training.registry import (
-    DatasetKind,
+from semimtl_geo.data.datamodule import (
+    DataModule,
     EvalSample,
     KindInfo,
-    register_kind,
+    register_datamodule,
     unregister_kind,
 )
 
@@ -38,7 +38,7 @@ def scene(rng: np.random.Generator, size: int, shift: float, num_classes: int = 
     return image, mask, height
 
 
-def _describe(spec) -> KindInfo:
+def describe(spec) -> KindInfo:
     return KindInfo(
         classes=ISPRS_CLASSES,
         bands=["IR", "R", "G"],
@@ -49,7 +49,7 @@ def _describe(spec) -> KindInfo:
     )
 
 
-def _train_loader(spec, request):
+def train_batches(spec, request):
     shift = float(spec.options.get("shift", 0.0))
     fixed = bool(spec.options.get("fixed", False))
     rng = np.random.default_rng(0 if fixed else request.seed)
@@ -73,7 +73,7 @@ def _train_loader(spec, request):
     return batches
 
 
-def _eval_samples(spec, split):
+def eval_samples(spec, split):
     shift = float(spec.options.get("shift", 0.0))
     scale = float(spec.options.get("height_scale", 10.0))
     rng = np.random.default_rng(123 + int(shift * 100))
@@ -90,8 +90,23 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def register() -> DatasetKind:
-    return register_kind(DatasetKind(KIND, _describe, _train_loader, _eval_samples), overwrite=True)
+class ToyDataModule(DataModule):
+    """The toy scenes as a datamodule (kind ``toy``)."""
+
+    kinds = (KIND,)
+
+    def describe(self) -> KindInfo:
+        return describe(self.spec)
+
+    def train_loader(self, request):
+        return train_batches(self.spec, request)
+
+    def eval_samples(self, split):
+        return eval_samples(self.spec, split)
+
+
+def register() -> type[ToyDataModule]:
+    return register_datamodule(ToyDataModule, overwrite=True)
 
 
 def unregister() -> None:

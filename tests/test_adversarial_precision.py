@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import semimtl_geo.training.engine as engine_mod
+from semimtl_geo.data.datamodule import TrainLoaderRequest
 from semimtl_geo.training.backward import WeightedTerm, backward_terms, group_terms
 from semimtl_geo.training.config import config_from_dict
 from semimtl_geo.training.engine import SemiMTLModule, build_meta, describe_datasets
 from semimtl_geo.training.methods import plan_method
-from semimtl_geo.training.registry import TrainLoaderRequest
 
 ADVERSARIAL = [
     ("da_seg", "m2"),
@@ -77,7 +77,7 @@ def batches_for(module):
             role.labelled, module.cfg.data.crop_size, 2, 1, 0, 11 + role.index, [0.5] * 3,
             [0.25] * 3,
         )
-        out[role.name] = toy._train_loader(spec, req)[0]
+        out[role.name] = toy.train_batches(spec, req)[0]
     return out
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from semimtl_geo.checkpoint import LoadedModel, ModelMeta
-from semimtl_geo.training.evaluate import evaluate_checkpoints, report_markdown, write_report
-from semimtl_geo.training.registry import (
-    DatasetKind,
+from semimtl_geo.data.datamodule import (
+    DataModule,
     EvalSample,
     KindInfo,
-    register_kind,
+    register_datamodule,
     unregister_kind,
 )
+from semimtl_geo.training.evaluate import evaluate_checkpoints, report_markdown, write_report
 
 MASK = np.array([[0, 0, 1, 1], [2, 2, 255, 1]], dtype=np.uint8)
 HEIGHT = np.array([[0, 1, 2, 4], [np.nan, 2, 2, 8]], dtype=np.float32)  # metres
@@ -25,15 +25,21 @@ PRED_CLASS = np.array([[0, 1, 1, 1], [2, 0, 3, 1]], dtype=np.uint8)
 
 @pytest.fixture(autouse=True)
 def known_kind():
-    def samples(spec, split):
-        assert split == "test"
-        yield EvalSample(np.zeros((3, 2, 4), np.uint8), MASK, HEIGHT, "tile")
-        yield EvalSample(np.zeros((3, 2, 4), np.uint8), None, None, "unlabelled")  # skipped
+    class Known(DataModule):
+        kinds = ("known",)
 
-    register_kind(
-        DatasetKind("known", lambda s: KindInfo(None, [], [], [], None), None, samples),
-        overwrite=True,
-    )
+        def describe(self):
+            return KindInfo(None, [], [], [], None)
+
+        def train_loader(self, request):
+            raise AssertionError("evaluation never asks for training batches")
+
+        def eval_samples(self, split):
+            assert split == "test"
+            yield EvalSample(np.zeros((3, 2, 4), np.uint8), MASK, HEIGHT, "tile")
+            yield EvalSample(np.zeros((3, 2, 4), np.uint8), None, None, "unlabelled")  # skipped
+
+    register_datamodule(Known, overwrite=True)
     yield
     unregister_kind("known")
 

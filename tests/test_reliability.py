@@ -239,24 +239,31 @@ def test_band_message_suggests_only_bands_that_exist(tmp_path, ckpt, capsys):
 
 
 def test_evaluate_refuses_a_class_table_that_differs_from_the_labels():
-    from semimtl_geo.training.evaluate import evaluate_checkpoints
-    from semimtl_geo.training.registry import (
-        DatasetKind,
+    from semimtl_geo.data.datamodule import (
+        DataModule,
         EvalSample,
         KindInfo,
-        register_kind,
+        register_datamodule,
         unregister_kind,
     )
+    from semimtl_geo.training.evaluate import evaluate_checkpoints
 
     seven = ClassTable((*ISPRS_CLASSES.names, "water"), (*ISPRS_CLASSES.colors, (0, 0, 128)))
     mask = np.zeros((4, 4), np.uint8)
 
-    def samples(spec, split):
-        yield EvalSample(np.zeros((3, 4, 4), np.uint8), mask, None, "t")
+    class Six(DataModule):
+        kinds = ("six",)
 
-    register_kind(DatasetKind(
-        "six", lambda s: KindInfo(ISPRS_CLASSES, ["R", "G", "B"], [0.5] * 3, [0.2] * 3, 0.09),
-        None, samples), overwrite=True)
+        def describe(self):
+            return KindInfo(ISPRS_CLASSES, ["R", "G", "B"], [0.5] * 3, [0.2] * 3, 0.09)
+
+        def train_loader(self, request):
+            raise AssertionError("evaluation never asks for training batches")
+
+        def eval_samples(self, split):
+            yield EvalSample(np.zeros((3, 4, 4), np.uint8), mask, None, "t")
+
+    register_datamodule(Six, overwrite=True)
     try:
         config = {"data": {"datasets": [{"name": "potsdam", "kind": "six", "root": "",
                                          "tasks": ["seg"]}]}}

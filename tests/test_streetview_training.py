@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import LightningDataModule
 
 from semimtl_geo.checkpoint import load_model_checkpoint
 from semimtl_geo.classes import CITYSCAPES_CLASSES
+from semimtl_geo.data.datamodule import TrainLoaderRequest, datamodule
 from semimtl_geo.data.streetview.fixtures import write_streetview_fixtures
 from semimtl_geo.errors import UserError
 from semimtl_geo.training.config import DatasetConfig, load_config
 from semimtl_geo.training.engine import train
 from semimtl_geo.training.evaluate import evaluate_checkpoints, report_markdown
-from semimtl_geo.training.registry import TrainLoaderRequest, get_kind
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = [32, 64]
@@ -84,29 +85,30 @@ def test_kind_loaders_follow_the_contract(roots: dict[str, Path]) -> None:
     spec = DatasetConfig("cs", "cityscapes_extra", str(roots["cityscapes"]), ["height"],
                          {"size": SIZE})
     req = TrainLoaderRequest(("height",), 16, 3, 2, 0, 5, [0.5] * 3, [0.25] * 3)
-    kind = get_kind("cityscapes_extra")
-    first, again = list(kind.train_loader(spec, req)), list(kind.train_loader(spec, req))
+    kind = datamodule(spec)
+    assert isinstance(kind, LightningDataModule)
+    first, again = list(kind.train_loader(req)), list(datamodule(spec, req).train_dataloader())
     assert len(first) == 2 and set(first[0]) == {"image", "height"}
     assert first[0]["image"].shape == (3, 3, 16, 16) and first[0]["height"].shape == (3, 16, 16)
     for a, b in zip(first, again):  # a deterministic function of the seed
         assert torch.equal(a["image"], b["image"])
-    other = list(kind.train_loader(spec, TrainLoaderRequest(("height",), 16, 3, 2, 0, 6,
-                                                            [0.5] * 3, [0.25] * 3)))
+    other = list(kind.train_loader(TrainLoaderRequest(("height",), 16, 3, 2, 0, 6,
+                                                      [0.5] * 3, [0.25] * 3)))
     assert not torch.equal(first[0]["image"], other[0]["image"])
     with pytest.raises(UserError, match="has no \\['seg'\\] labels"):
-        kind.train_loader(spec, TrainLoaderRequest(("seg",), 16, 1, 1, 0, 0, [0.5] * 3,
-                                                   [0.25] * 3))
-    info = get_kind("synscapes").describe(
-        DatasetConfig("s", "synscapes", str(roots["synscapes"]), ["height"]))
+        kind.train_loader(TrainLoaderRequest(("seg",), 16, 1, 1, 0, 0, [0.5] * 3, [0.25] * 3))
+    info = datamodule(
+        DatasetConfig("s", "synscapes", str(roots["synscapes"]), ["height"])).describe()
     assert info.height_unit == "m" and info.classes == CITYSCAPES_CLASSES
     with pytest.raises(UserError, match="inverse_depth .* not supported"):
-        get_kind("synscapes").describe(
+        datamodule(
             DatasetConfig("s", "synscapes", "x", ["height"], {"depth_target": "inverse_depth"})
-        )
+        ).describe()
     with pytest.raises(UserError, match="Unknown option"):
-        get_kind("cityscapes").describe(DatasetConfig("c", "cityscapes", "x", [], {"crop": 1}))
-    samples = list(get_kind("cityscapes").eval_samples(
-        DatasetConfig("c", "cityscapes", str(roots["cityscapes"]), ["seg"], {"size": SIZE}), "val"))
+        datamodule(DatasetConfig("c", "cityscapes", "x", [], {"crop": 1})).describe()
+    samples = list(datamodule(
+        DatasetConfig("c", "cityscapes", str(roots["cityscapes"]), ["seg"], {"size": SIZE})
+    ).eval_samples("val"))
     assert len(samples) == 2
     image, mask, height, frame_id = samples[0]
     assert image.dtype == np.uint8 and image.shape == (3, *SIZE)
@@ -122,7 +124,7 @@ class KnownPredictions:
         self.truth = {}
         for kind, root in (("cityscapes", roots["cityscapes"]), ("synscapes", roots["synscapes"])):
             spec = DatasetConfig(kind, kind, str(root), [], {"size": SIZE})
-            for s in get_kind(kind).eval_samples(spec, "val"):
+            for s in datamodule(spec).eval_samples("val"):
                 self.truth[s.image.tobytes()] = s
         self.references = list(self.truth.values())
 

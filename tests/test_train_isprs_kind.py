@@ -1,13 +1,20 @@
-"""The ``isprs`` dataset kind on synthesized, prepared archives (train loader + eval tiles)."""
+"""The ``isprs`` datamodule on synthesized, prepared archives (train loader + eval tiles)."""
 
 import numpy as np
 import pytest
+from lightning.pytorch import LightningDataModule
 
 from semimtl_geo.cli.main import main
+from semimtl_geo.data.datamodule import (
+    TrainLoaderRequest,
+    available_kinds,
+    datamodule,
+    datamodule_class,
+)
+from semimtl_geo.data.isprs.datamodule import ISPRSDataModule
 from semimtl_geo.data.synthesize import synthesize_isprs
 from semimtl_geo.errors import UserError
 from semimtl_geo.training.config import DatasetConfig
-from semimtl_geo.training.registry import TrainLoaderRequest, available_kinds, get_kind
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +32,29 @@ def prepared(tmp_path_factory):
 def test_isprs_kind_is_registered():
     assert "isprs" in available_kinds()
     with pytest.raises(UserError, match="Unknown dataset kind 'isprz'; use one of .*isprs"):
-        get_kind("isprz")
+        datamodule_class("isprz")
 
 
 def test_isprs_kind_describe_train_and_eval(prepared):
-    kind = get_kind("isprs")
     potsdam = DatasetConfig(name="potsdam", kind="isprs", root=str(prepared), tasks=["seg"])
     vaihingen = DatasetConfig(name="v", kind="isprs", root=str(prepared), tasks=["height"],
                               options={"dataset": "vaihingen"})
-    info = kind.describe(vaihingen)
+    kind = datamodule(vaihingen)
+    assert isinstance(kind, ISPRSDataModule) and isinstance(kind, LightningDataModule)
+    info = kind.describe()
     assert info.bands == ["IR", "R", "G"] and info.gsd == pytest.approx(0.09)
     assert info.height_scale > 0 and info.classes.names[0] == "impervious_surfaces"
     request = TrainLoaderRequest(("height",), 64, 2, 3, 0, 5, info.mean, info.std)
-    batches = list(kind.train_loader(vaihingen, request))
+    batches = list(kind.train_loader(request))
     assert len(batches) == 3  # exactly num_batches
     assert set(batches[0]) == {"image", "height"} and batches[0]["image"].shape == (2, 3, 64, 64)
-    again = list(kind.train_loader(vaihingen, request))
+    again = list(datamodule(vaihingen, request).train_dataloader())  # Lightning's hook
     assert all((a["image"] == b["image"]).all() for a, b in zip(batches, again))  # seeded
     request = TrainLoaderRequest(("seg",), 64, 2, 1, 0, 5, info.mean, info.std)
-    batch = next(iter(kind.train_loader(potsdam, request)))
+    batch = next(iter(datamodule(potsdam).train_loader(request)))
     assert set(batch) == {"image", "mask"} and batch["mask"].dtype.is_floating_point is False
 
-    samples = list(kind.eval_samples(vaihingen, "test"))
+    samples = list(kind.eval_samples("test"))
     assert len(samples) == 1 and samples[0].id.startswith("vaihingen/")
     s = samples[0]
     assert s.image.dtype == np.uint8 and s.image.shape[0] == 3
@@ -57,4 +65,5 @@ def test_isprs_kind_describe_train_and_eval(prepared):
     assert finite.max() <= info.height_scale + 1e-3
 
     with pytest.raises(UserError, match="Unknown option"):
-        kind.describe(DatasetConfig(name="potsdam", root=str(prepared), options={"bands": 4}))
+        datamodule(
+            DatasetConfig(name="potsdam", root=str(prepared), options={"bands": 4})).describe()

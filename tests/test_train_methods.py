@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from semimtl_geo.data.datamodule import TrainLoaderRequest
 from semimtl_geo.errors import UserError
 from semimtl_geo.losses import berhu_loss, one_hot_target, segmentation_loss
 from semimtl_geo.models import MultiTaskNet
@@ -24,7 +25,6 @@ from semimtl_geo.training.methods import (
     prediction_to_d,
     target_to_d,
 )
-from semimtl_geo.training.registry import TrainLoaderRequest
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +47,7 @@ def batches_for(module):
     for role in module.plan.datasets:
         spec = module.cfg.data.datasets[role.index]
         req = TrainLoaderRequest(role.labelled, 32, 1, 1, 0, 11 + role.index, [0.5] * 3, [0.25] * 3)
-        out[role.name] = toy._train_loader(spec, req)[0]
+        out[role.name] = toy.train_batches(spec, req)[0]
     return out
 
 

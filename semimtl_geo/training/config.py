@@ -64,7 +64,7 @@ class DatasetConfig:
 
     Attributes:
         name: unique name; domain labels follow the order of the list (first = 1).
-        kind: registered dataset kind (see :mod:`semimtl_geo.training.registry`).
+        kind: registered dataset kind (see :mod:`semimtl_geo.data.datamodule`).
         root: folder the kind reads from (for ``isprs``: the ``prepare-isprs`` output).
         tasks: tasks whose labels are used for training on this dataset (``seg``,
             ``height``); the other task is unlabelled here (semi-supervised).

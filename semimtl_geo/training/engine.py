@@ -49,6 +49,7 @@ from semimtl_geo.checkpoint import (
     save_model_checkpoint,
 )
 from semimtl_geo.checkpoint_file import read_checkpoint_file, write_checkpoint_file
+from semimtl_geo.data.datamodule import KindInfo, TrainLoaderRequest, datamodule
 from semimtl_geo.errors import UserError
 from semimtl_geo.model_card import write_checkpoint_card
 from semimtl_geo.models import Discriminator, MultiTaskNet
@@ -63,7 +64,6 @@ from semimtl_geo.training.methods import (
     plan_method,
 )
 from semimtl_geo.training.preview import PreviewRow, save_preview
-from semimtl_geo.training.registry import KindInfo, TrainLoaderRequest, get_kind
 
 _MIX = (1 << 61) - 1
 
@@ -97,9 +97,7 @@ def poly_lambda(max_steps: int, power: float):  # noqa: ANN201 - returns a closu
 def describe_datasets(cfg: TrainConfig, plan: MethodPlan) -> dict[str, KindInfo]:
     """Ask every dataset's kind for its facts (class table, bands, stats, GSD, scale)."""
     return {
-        role.name: get_kind(cfg.data.datasets[role.index].kind).describe(
-            cfg.data.datasets[role.index]
-        )
+        role.name: datamodule(cfg.data.datasets[role.index]).describe()
         for role in plan.datasets
     }
 
@@ -303,7 +301,7 @@ class SemiMTLModule(pl.LightningModule):
                 if self.cfg.data.scale_range is None
                 else (self.cfg.data.scale_range[0], self.cfg.data.scale_range[1]),
             )
-            loaders[role.name] = get_kind(spec.kind).train_loader(spec, request)
+            loaders[role.name] = datamodule(spec, request).train_dataloader()
         return ZippedLoaders(loaders)
 
     # -- the iteration --------------------------------------------------------

@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.checkpoint import LoadedModel
+from semimtl_geo.data.datamodule import EvalSample, datamodule
 from semimtl_geo.errors import UserError
 from semimtl_geo.metrics import HeightMetrics, SegmentationMetrics, delta_m
 from semimtl_geo.outputs import check_output_file
 from semimtl_geo.training.config import DatasetConfig, dataset_from_dict
 from semimtl_geo.training.methods import method_label
-from semimtl_geo.training.registry import EvalSample, get_kind
 
 #: Paper table whose layout a set of dataset kinds reproduces, and what its height task
 #: measures (street-view "height" is depth from the camera, in metres).
@@ -141,7 +141,7 @@ def evaluate_model(
         height = HeightMetrics(min_height=min_height)
         has_seg = has_height = False
         n = 0
-        samples: Iterable[EvalSample] = get_kind(spec.kind).eval_samples(spec, split)
+        samples: Iterable[EvalSample] = datamodule(spec).eval_samples(split)
         bar = tqdm(
             samples,
             desc=f"{result.label} / {spec.name}",
@@ -397,7 +397,7 @@ def check_class_tables(models: Sequence[LoadedModel], specs: Sequence[DatasetCon
         seg_models = [m for m in models if "seg" in m.model.tasks]
         if not seg_models:
             return
-        reference = get_kind(spec.kind).describe(spec).classes
+        reference = datamodule(spec).describe().classes
         if reference is None:  # a kind that states no class table
             continue
         for loaded in seg_models:
