@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         _prepare_child(args._child[0], args._child[1], args.workers)
         return 0
 
-    from semimtl_geo.data.synthesize import synthesize_isprs
+    from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         src, out = args.src or Path(tmp) / "src", Path(tmp) / "out"

@@ -119,7 +119,7 @@ def synthesize_isprs_cmd(out, size_potsdam, size_vaihingen, tiles_potsdam, tiles
     Scenes are procedurally generated urban blocks whose heights agree with their classes;
     use them to try the pipeline without the real data (deterministic for a seed).
     """
-    from semimtl_geo.data.synthesize import synthesize_isprs
+    from semimtl_geo.data.isprs.synthesize import synthesize_isprs
     from semimtl_geo.errors import UserError
 
     products = [p.strip() for p in orthos.split(",") if p.strip()]

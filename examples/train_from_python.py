@@ -2,7 +2,7 @@
 
 What it shows:
 
-1. :func:`semimtl_geo.data.synthesize.synthesize_isprs` writes small Potsdam- and
+1. :func:`semimtl_geo.data.isprs.synthesize.synthesize_isprs` writes small Potsdam- and
    Vaihingen-style archives (the real ISPRS file names and formats, synthetic scenes);
 2. :func:`semimtl_geo.data.isprs.prepare.prepare_isprs` with :class:`PrepareOptions` turns them
    into aligned, georeferenced 9 cm GeoTIFF tiles plus ``manifest.json`` (with the real
@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from semimtl_geo.data.isprs.prepare import PrepareOptions, prepare_isprs
-from semimtl_geo.data.synthesize import synthesize_isprs
+from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 from semimtl_geo.errors import UserError
 from semimtl_geo.training.config import load_config
 from semimtl_geo.training.engine import train

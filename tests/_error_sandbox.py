@@ -79,7 +79,7 @@ def _damaged(path: Path) -> Path:
 def build_sandbox(root: Path) -> Path:
     """Create every file the error table's commands name, under ``root``."""
     from semimtl_geo.data.isprs.prepare import PrepareOptions, prepare_isprs
-    from semimtl_geo.data.synthesize import synthesize_isprs
+    from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 
     root.mkdir(parents=True, exist_ok=True)
     tiny_checkpoint(root / "model.pt", gsd=0.09)

@@ -12,7 +12,7 @@ from semimtl_geo.data.cityscapes.dataset import Cityscapes
 from semimtl_geo.data.cityscapes.fixtures import write_cityscapes_fixture
 from semimtl_geo.data.isprs.loaders import rescale_crop
 from semimtl_geo.data.isprs.samplers import RandomTileCropSampler
-from semimtl_geo.data.synthesize import synthesize_isprs
+from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from semimtl_geo.data.isprs.samplers import (
     TileGridSampler,
     grid_windows,
 )
-from semimtl_geo.data.synthesize import synthesize_isprs
+from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 from semimtl_geo.errors import UserError
 
 

@@ -18,7 +18,7 @@ from semimtl_geo.cli.main import main
 from semimtl_geo.data import isprs
 from semimtl_geo.data.isprs.manifest import Manifest
 from semimtl_geo.data.isprs.prepare import colors_to_classes
-from semimtl_geo.data.synthesize import synthesize_isprs
+from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "torchgeo-isprs"
 P_SIZE, V_SIZE = 180, 96  # Potsdam px at 5 cm (-> 100 px at 9 cm), Vaihingen nominal px

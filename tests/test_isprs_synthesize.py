@@ -12,12 +12,21 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from semimtl_geo.cli.main import main
 from semimtl_geo.data import isprs
-from semimtl_geo.data.synthesize import (
+from semimtl_geo.data.isprs import synthesize
+from semimtl_geo.data.isprs.synthesize import (
     default_tiles,
     generate_scene,
     render_bands,
     synthesize_isprs,
 )
+
+#: sha256 over (dtype, shape, bytes) of the class, height, shadow and instance maps of two
+#: small scenes, recorded with the 135-line ``generate_scene`` before it was split into
+#: named steps (issue 15). A change that means to alter the scenes updates these.
+SCENE_SHA256 = {
+    "potsdam": "c1f9f3ca4c58bd0d1b4137248ed5de573c35d2d039dd7ec0219174072e89323a",
+    "vaihingen": "cb3c3efa01a809722578be7a8636da6e299fc7bf3eac726e9658a443aa97a548",
+}
 
 
 def _open(path):
@@ -121,10 +130,41 @@ def test_deterministic_for_a_seed(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+@pytest.mark.parametrize(("style", "gsd", "shape"),
+                         [("potsdam", 0.5, (160, 144)), ("vaihingen", 0.4, (128, 150))])
+def test_scene_of_a_seed_is_pinned(style, gsd, shape):
+    scene = generate_scene(np.random.default_rng(7), *shape, gsd, style)
+    assert sorted(np.unique(scene.classes).tolist()) == list(range(6))  # every class drawn
+    h = hashlib.sha256()
+    for a in (scene.classes, scene.height, scene.shadow, scene.instance):
+        h.update(a.dtype.str.encode())
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert h.hexdigest() == SCENE_SHA256[style]
+
+
+@pytest.mark.parametrize("layout", ["zips", "outer-zip", "extracted"])
+def test_interrupted_archives_leave_nothing(tmp_path, layout):
+    archives = [synthesize._Archive("a.zip", None), synthesize._Archive("b.zip", "b")]
+
+    def members():
+        yield archives[0], "x/one.tif", b"1"
+        yield archives[1], "two.tif", b"2"
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize._write_archives(tmp_path, archives, members(), layout, "outer.zip")
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if p.is_file())
+    # extracted files are complete ones; zips appear only when every member is in them
+    assert left == (["b/two.tif", "x/one.tif"] if layout == "extracted" else [])
+
+
 @pytest.mark.parametrize("layout", ["outer-zip", "extracted"])
 def test_other_layouts(tmp_path, layout):
     synthesize_isprs(tmp_path, size_potsdam=48, size_vaihingen=40, tiles_potsdam=2,
                      tiles_vaihingen=2, layout=layout, orthos=("IRRG",))
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporaries left
     if layout == "outer-zip":
         with zipfile.ZipFile(tmp_path / "potsdam" / "Potsdam.zip") as zf:
             infos = {i.filename: i for i in zf.infolist()}

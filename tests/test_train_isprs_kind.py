@@ -12,7 +12,7 @@ from semimtl_geo.data.datamodule import (
     datamodule_class,
 )
 from semimtl_geo.data.isprs.datamodule import ISPRSDataModule
-from semimtl_geo.data.synthesize import synthesize_isprs
+from semimtl_geo.data.isprs.synthesize import synthesize_isprs
 from semimtl_geo.errors import UserError
 from semimtl_geo.training.config import DatasetConfig
 

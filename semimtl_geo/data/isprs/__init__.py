@@ -6,11 +6,13 @@
 * :mod:`.prepare` -- ``semimtl-geo prepare-isprs``: per-tile GeoTIFFs and the manifest;
 * :mod:`.dataset` -- torchgeo ``RasterDataset`` layers of the prepared tiles;
 * :mod:`.samplers` -- random training crops and the edge-aligned evaluation grid;
-* :mod:`.loaders` -- training and evaluation data loaders built from the manifest.
+* :mod:`.loaders` -- training and evaluation data loaders built from the manifest;
+* :mod:`.datamodule` -- the ``isprs`` training datamodule (batches and evaluation tiles);
+* :mod:`.synthesize` -- ``semimtl-geo synthesize-isprs``: synthetic archives with the real
+  names, formats and grids.
 
-The synthetic ISPRS-like archives (``synthesize-isprs``) are still
-:mod:`semimtl_geo.data.synthesize`. Importing this package loads only the facts;
-the other modules (rasterio, torchgeo) load when imported.
+Importing this package loads only the facts; the other modules (rasterio, torchgeo) load
+when imported.
 """
 
 from semimtl_geo.data.isprs.facts import *  # noqa: F403 - the package's public facts

@@ -22,7 +22,6 @@ Everything is deterministic for a given seed.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import tempfile
 import warnings
@@ -40,6 +39,7 @@ from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from tqdm.auto import tqdm
 
+from semimtl_geo.atomic import atomic_output, atomic_outputs
 from semimtl_geo.data import isprs
 
 Layout = Literal["zips", "outer-zip", "extracted"]
@@ -83,6 +83,42 @@ def default_tiles(dataset: str, count: int) -> list[str]:
 # scene generation (metres -> pixels)
 # --------------------------------------------------------------------------------------
 
+#: Class ids of the ISPRS table (:data:`semimtl_geo.data.isprs.CLASSES`, label order).
+IMPERVIOUS, BUILDING, LOW_VEGETATION, TREE, CAR, CLUTTER = (
+    isprs.CLASSES.names.index(name)
+    for name in ("impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter")
+)
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How a dataset's urban blocks look, in metres (ranges are drawn uniformly).
+
+    Attributes:
+        road_spacing_m: mean distance between roads of the grid.
+        buildings_per_block: ``[low, high)`` buildings tried per block.
+        footprint_m: ``(width range, depth range)`` of a building footprint.
+        roof_top_m: height range of a roof (the ridge of a pitched one).
+        pitched_share: probability that a roof is pitched (else flat).
+        m2_per_tree: ground area per tree.
+
+    """
+
+    road_spacing_m: float
+    buildings_per_block: tuple[int, int]
+    footprint_m: tuple[tuple[float, float], tuple[float, float]]
+    roof_top_m: tuple[float, float]
+    pitched_share: float
+    m2_per_tree: float
+
+
+#: Potsdam: larger, mostly flat-roofed blocks; Vaihingen: small detached houses with
+#: pitched roofs and more trees.
+STYLES: dict[str, SceneStyle] = {
+    "potsdam": SceneStyle(45.0, (1, 4), ((10, 35), (10, 30)), (6.0, 25.0), 0.25, 220.0),
+    "vaihingen": SceneStyle(38.0, (2, 6), ((8, 18), (8, 16)), (4.0, 12.0), 0.75, 140.0),
+}
+
 
 @dataclass
 class Scene:
@@ -92,6 +128,27 @@ class Scene:
     height: np.ndarray  # float32 HxW, metres above ground
     shadow: np.ndarray  # float32 HxW in [0, 1], 1 = full shadow
     instance: np.ndarray  # int32 HxW, object id (for per-object colours), 0 = none
+
+
+class _Canvas:
+    """The class, height and instance maps a scene is drawn on, plus the next object id."""
+
+    def __init__(self, height: int, width: int, gsd: float) -> None:
+        self.h, self.w = height, width
+        self.m = 1.0 / gsd  # pixels per metre
+        self.cls = np.full((height, width), LOW_VEGETATION, np.uint8)  # background
+        self.hgt = np.zeros((height, width), np.float32)
+        self.inst = np.zeros((height, width), np.int32)
+        self.next_id = 1
+
+    def box(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice]:
+        """Return the pixel slices of the box ``[x0, x1) x [y0, y1)`` clipped to the canvas."""
+        return _box(self.h, self.w, x0, y0, x1, y1)
+
+    def new_id(self) -> int:
+        """Return a fresh object id."""
+        self.next_id += 1
+        return self.next_id - 1
 
 
 def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -109,134 +166,133 @@ def _box(h: int, w: int, x0: float, y0: float, x1: float, y1: float) -> tuple[sl
     return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
 
 
-def generate_scene(rng: np.random.Generator, height: int, width: int, gsd: float,
-                   style: str) -> Scene:
-    """Rasterise a random urban block pattern at ``gsd`` metres per pixel.
+Road = tuple[float, float]  # (start, end) pixel offsets across the road
 
-    Args:
-        rng: random generator (the only source of randomness).
-        height: rows.
-        width: columns.
-        gsd: metres per pixel.
-        style: ``"potsdam"`` (larger flat-roofed blocks) or ``"vaihingen"`` (small
-            detached houses with pitched roofs, more trees).
 
-    Returns:
-        The scene's class map, nDSM (metres), shadow and instance maps.
-
-    """
-    m = 1.0 / gsd  # pixels per metre
-    cls = np.full((height, width), 2, np.uint8)  # low vegetation background
-    hgt = np.zeros((height, width), np.float32)
-    inst = np.zeros((height, width), np.int32)
-    next_id = 1
-
-    # Ground relief: a few decimetres of smooth variation (nDSM ground is near 0).
-    hgt += 0.15 * np.abs(smooth_noise(rng, height, width, 20 * m))
-
-    # Roads: a grid with jittered spacing, 6-12 m wide.
-    spacing = (45.0 if style == "potsdam" else 38.0) * m
-    roads_h, roads_v = [], []
+def _lay_roads(rng: np.random.Generator, c: _Canvas,
+               style: SceneStyle) -> tuple[list[Road], list[Road]]:
+    """Lay a road grid with jittered spacing, 6-12 m wide: (horizontal, vertical) roads."""
+    spacing = style.road_spacing_m * c.m
+    roads_h: list[Road] = []
+    roads_v: list[Road] = []
     for axis, store in ((0, roads_h), (1, roads_v)):
-        size = height if axis == 0 else width
+        size = c.h if axis == 0 else c.w
         pos = rng.uniform(0.2, 0.8) * spacing
         while pos < size:
-            rw = rng.uniform(6.0, 12.0) * m
+            rw = rng.uniform(6.0, 12.0) * c.m
             store.append((pos, pos + rw))
             if axis == 0:
-                cls[_box(height, width, 0, pos, width, pos + rw)] = 0
+                c.cls[c.box(0, pos, c.w, pos + rw)] = IMPERVIOUS
             else:
-                cls[_box(height, width, pos, 0, pos + rw, height)] = 0
+                c.cls[c.box(pos, 0, pos + rw, c.h)] = IMPERVIOUS
             pos += rw + spacing * rng.uniform(0.7, 1.3)
+    return roads_h, roads_v
 
-    def cells(store: list[tuple[float, float]], size: int) -> list[tuple[float, float]]:
-        edges = [(-1e9, 0.0)] + sorted(store) + [(size, 1e9)]
-        return [(a[1], b[0]) for a, b in zip(edges[:-1], edges[1:]) if b[0] - a[1] > 4 * m]
 
-    roofs: list[tuple[tuple[slice, slice], float]] = []
-    for y0, y1 in cells(roads_h, height):
-        for x0, x1 in cells(roads_v, width):
-            # Pavement/parking strip along the block edge.
-            pad = rng.uniform(1.5, 4.0) * m
-            if rng.random() < 0.5:
-                cls[_box(height, width, x0, y0, x1, y0 + pad)] = 0
-            n_buildings = rng.integers(1, 4) if style == "potsdam" else rng.integers(2, 6)
-            for _ in range(n_buildings):
-                if style == "potsdam":
-                    bw, bh = rng.uniform(10, 35) * m, rng.uniform(10, 30) * m
-                    top = rng.uniform(6.0, 25.0)
-                else:
-                    bw, bh = rng.uniform(8, 18) * m, rng.uniform(8, 16) * m
-                    top = rng.uniform(4.0, 12.0)
-                bx = rng.uniform(x0 + pad, max(x0 + pad, x1 - pad - bw))
-                by = rng.uniform(y0 + pad, max(y0 + pad, y1 - pad - bh))
-                sl = _box(height, width, bx, by, min(bx + bw, x1 - pad), min(by + bh, y1 - pad))
-                if min(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 4 * m:
-                    continue  # no sliver buildings where a block is too small
-                cls[sl] = 1
-                inst[sl] = next_id
-                next_id += 1
-                pitched = rng.random() < (0.25 if style == "potsdam" else 0.75)
-                rows = sl[0].stop - sl[0].start
-                cols = sl[1].stop - sl[1].start
-                if pitched:
-                    # Ridge along the long axis: height falls linearly to the eaves.
-                    along_rows = cols > rows
-                    n = rows if along_rows else cols
-                    prof = 1.0 - np.abs(np.linspace(-1, 1, n, dtype=np.float32))
-                    ridge = rng.uniform(2.0, 5.0)
-                    prof = top - ridge + ridge * prof
-                    hgt[sl] = prof[:, None] if along_rows else prof[None, :]
-                else:
-                    hgt[sl] = top + 0.3 * rng.standard_normal()
-                roofs.append((sl, top))
-                # Roof furniture (clutter on roofs is labelled building in ISPRS).
-                for _ in range(rng.integers(0, 4)):
-                    fw = rng.uniform(0.8, 3.0) * m
-                    fx = rng.uniform(sl[1].start, max(sl[1].start + 1, sl[1].stop - fw))
-                    fy = rng.uniform(sl[0].start, max(sl[0].start + 1, sl[0].stop - fw))
-                    fs = _box(height, width, fx, fy, fx + fw, fy + fw)
-                    hgt[fs] += rng.uniform(0.5, 2.0)
-            # Clutter on the ground (containers, construction material, bins).
-            for _ in range(rng.integers(0, 3)):
-                cw, ch = rng.uniform(1.0, 6.0) * m, rng.uniform(1.0, 4.0) * m
-                cx = rng.uniform(x0, max(x0 + 1, x1 - cw))
-                cy = rng.uniform(y0, max(y0 + 1, y1 - ch))
-                cs = _box(height, width, cx, cy, cx + cw, cy + ch)
-                free = cls[cs] != 1
-                cls[cs] = np.where(free, 5, cls[cs])
-                hgt[cs] = np.where(free, rng.uniform(0.2, 2.5), hgt[cs])
-                inst[cs] = np.where(free, next_id, inst[cs])
-                next_id += 1
+def _gaps(roads: list[Road], size: int, min_px: float) -> list[tuple[float, float]]:
+    """Return the stretches between roads (and the canvas edges) longer than ``min_px``."""
+    edges = [(-1e9, 0.0)] + sorted(roads) + [(size, 1e9)]
+    return [(a[1], b[0]) for a, b in zip(edges[:-1], edges[1:]) if b[0] - a[1] > min_px]
 
-    # Cars along the roads (low, parked near the road edges).
+
+def _shape_roof(rng: np.random.Generator, c: _Canvas, sl: tuple[slice, slice], top: float,
+                style: SceneStyle) -> None:
+    """Shape a pitched (ridge along the long axis) or flat roof at ``top`` m, add furniture."""
+    pitched = rng.random() < style.pitched_share
+    rows = sl[0].stop - sl[0].start
+    cols = sl[1].stop - sl[1].start
+    if pitched:
+        # Ridge along the long axis: height falls linearly to the eaves.
+        along_rows = cols > rows
+        n = rows if along_rows else cols
+        prof = 1.0 - np.abs(np.linspace(-1, 1, n, dtype=np.float32))
+        ridge = rng.uniform(2.0, 5.0)
+        prof = top - ridge + ridge * prof
+        c.hgt[sl] = prof[:, None] if along_rows else prof[None, :]
+    else:
+        c.hgt[sl] = top + 0.3 * rng.standard_normal()
+    # Roof furniture (clutter on roofs is labelled building in ISPRS).
+    for _ in range(rng.integers(0, 4)):
+        fw = rng.uniform(0.8, 3.0) * c.m
+        fx = rng.uniform(sl[1].start, max(sl[1].start + 1, sl[1].stop - fw))
+        fy = rng.uniform(sl[0].start, max(sl[0].start + 1, sl[0].stop - fw))
+        c.hgt[c.box(fx, fy, fx + fw, fy + fw)] += rng.uniform(0.5, 2.0)
+
+
+def _place_building(rng: np.random.Generator, c: _Canvas, block: tuple[float, ...],
+                    pad: float, style: SceneStyle) -> None:
+    """Try one building inside ``block`` = (x0, y0, x1, y1), ``pad`` px from its edges."""
+    x0, y0, x1, y1 = block
+    (wlo, whi), (hlo, hhi) = style.footprint_m
+    bw, bh = rng.uniform(wlo, whi) * c.m, rng.uniform(hlo, hhi) * c.m
+    top = rng.uniform(*style.roof_top_m)
+    bx = rng.uniform(x0 + pad, max(x0 + pad, x1 - pad - bw))
+    by = rng.uniform(y0 + pad, max(y0 + pad, y1 - pad - bh))
+    sl = c.box(bx, by, min(bx + bw, x1 - pad), min(by + bh, y1 - pad))
+    if min(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 4 * c.m:
+        return  # no sliver buildings where a block is too small
+    c.cls[sl] = BUILDING
+    c.inst[sl] = c.new_id()
+    _shape_roof(rng, c, sl, top, style)
+
+
+def _scatter_clutter(rng: np.random.Generator, c: _Canvas, block: tuple[float, ...]) -> None:
+    """Scatter low clutter on the block's ground (containers, construction material, bins)."""
+    x0, y0, x1, y1 = block
+    for _ in range(rng.integers(0, 3)):
+        cw, ch = rng.uniform(1.0, 6.0) * c.m, rng.uniform(1.0, 4.0) * c.m
+        cx = rng.uniform(x0, max(x0 + 1, x1 - cw))
+        cy = rng.uniform(y0, max(y0 + 1, y1 - ch))
+        cs = c.box(cx, cy, cx + cw, cy + ch)
+        free = c.cls[cs] != BUILDING
+        c.cls[cs] = np.where(free, CLUTTER, c.cls[cs])
+        c.hgt[cs] = np.where(free, rng.uniform(0.2, 2.5), c.hgt[cs])
+        c.inst[cs] = np.where(free, c.new_id(), c.inst[cs])
+
+
+def _fill_block(rng: np.random.Generator, c: _Canvas, block: tuple[float, ...],
+                style: SceneStyle) -> None:
+    """Fill a block between roads: a pavement strip, buildings, ground clutter."""
+    x0, y0, x1, _ = block
+    pad = rng.uniform(1.5, 4.0) * c.m
+    if rng.random() < 0.5:
+        c.cls[c.box(x0, y0, x1, y0 + pad)] = IMPERVIOUS
+    for _ in range(rng.integers(*style.buildings_per_block)):
+        _place_building(rng, c, block, pad, style)
+    _scatter_clutter(rng, c, block)
+
+
+def _park_cars(rng: np.random.Generator, c: _Canvas, roads_h: list[Road],
+               roads_v: list[Road]) -> None:
+    """Park cars along the roads (low, near the road edges)."""
+    m = c.m
     for store, horizontal in ((roads_h, True), (roads_v, False)):
         for a, b in store:
-            length = width if horizontal else height
+            length = c.w if horizontal else c.h
             pos = rng.uniform(0, 10) * m
             while pos < length:
                 carl, carw = rng.uniform(3.8, 5.0) * m, rng.uniform(1.6, 2.0) * m
                 lane = a + rng.uniform(0.3, 1.2) * m if rng.random() < 0.5 else b - carw - 0.5 * m
                 if horizontal:
-                    sl = _box(height, width, pos, lane, pos + carl, lane + carw)
+                    sl = c.box(pos, lane, pos + carl, lane + carw)
                 else:
-                    sl = _box(height, width, lane, pos, lane + carw, pos + carl)
-                cls[sl] = 4
-                hgt[sl] = rng.uniform(1.3, 1.7)
-                inst[sl] = next_id
-                next_id += 1
+                    sl = c.box(lane, pos, lane + carw, pos + carl)
+                c.cls[sl] = CAR
+                c.hgt[sl] = rng.uniform(1.3, 1.7)
+                c.inst[sl] = c.new_id()
                 pos += carl + rng.exponential(12.0) * m + 0.5 * m
 
-    # Trees: domed crowns over vegetation and sometimes overhanging roads and cars.
-    area_m2 = height * width * gsd * gsd
-    n_trees = int(area_m2 / (220.0 if style == "potsdam" else 140.0))
+
+def _plant_trees(rng: np.random.Generator, c: _Canvas, gsd: float, style: SceneStyle) -> None:
+    """Plant domed crowns over vegetation, sometimes over roads and cars, never roofs."""
+    n_trees = int(c.h * c.w * gsd * gsd / style.m2_per_tree)
     for _ in range(n_trees):
-        r = rng.uniform(1.5, 5.0) * m
-        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        sl = _box(height, width, cx - r, cy - r, cx + r, cy + r)
+        r = rng.uniform(1.5, 5.0) * c.m
+        cx, cy = rng.uniform(0, c.w), rng.uniform(0, c.h)
+        sl = c.box(cx - r, cy - r, cx + r, cy + r)
         if sl[0].stop <= sl[0].start or sl[1].stop <= sl[1].start:
             continue
-        if (cls[sl] == 1).mean() > 0.05:
+        if (c.cls[sl] == BUILDING).mean() > 0.05:
             continue
         ys = np.arange(sl[0].start, sl[0].stop, dtype=np.float32)[:, None] - cy
         xs = np.arange(sl[1].start, sl[1].stop, dtype=np.float32)[None, :] - cx
@@ -245,21 +301,54 @@ def generate_scene(rng: np.random.Generator, height: int, width: int, gsd: float
         top = rng.uniform(3.0, 15.0)
         th = top * np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0)) * rng.uniform(0.75, 1.0)
         th = np.maximum(th, 0.4 * top)
-        take = crown & (th > hgt[sl]) & (cls[sl] != 1)
-        cls[sl] = np.where(take, 3, cls[sl])
-        hgt[sl] = np.where(take, th, hgt[sl])
-        inst[sl] = np.where(take, next_id, inst[sl])
-        next_id += 1
+        take = crown & (th > c.hgt[sl]) & (c.cls[sl] != BUILDING)
+        c.cls[sl] = np.where(take, TREE, c.cls[sl])
+        c.hgt[sl] = np.where(take, th, c.hgt[sl])
+        c.inst[sl] = np.where(take, c.new_id(), c.inst[sl])
 
-    # Canopy roughness and low-vegetation stubble.
-    rough = smooth_noise(rng, height, width, 0.6 * m)
-    hgt = np.where(cls == 3, hgt + 0.6 * rough, hgt)
-    hgt = np.where(cls == 2, hgt + 0.12 * np.abs(rough), hgt)
-    hgt = np.maximum(hgt, 0.0).astype(np.float32)
 
+def _roughen(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
+    """Add canopy roughness and low-vegetation stubble; return the float32 nDSM (>= 0 m)."""
+    rough = smooth_noise(rng, c.h, c.w, 0.6 * c.m)
+    hgt = np.where(c.cls == TREE, c.hgt + 0.6 * rough, c.hgt)
+    hgt = np.where(c.cls == LOW_VEGETATION, hgt + 0.12 * np.abs(rough), hgt)
+    return np.maximum(hgt, 0.0).astype(np.float32)
+
+
+def generate_scene(rng: np.random.Generator, height: int, width: int, gsd: float,
+                   style: str) -> Scene:
+    """Rasterise a random urban block pattern at ``gsd`` metres per pixel.
+
+    Ground relief, a road grid, blocks of buildings and clutter between the roads, cars
+    along them, trees, then texture and the sun's shadows, in that order (the draws from
+    ``rng`` follow it, so a seed always gives the same scene).
+
+    Args:
+        rng: random generator (the only source of randomness).
+        height: rows.
+        width: columns.
+        gsd: metres per pixel.
+        style: ``"potsdam"`` (larger flat-roofed blocks) or ``"vaihingen"`` (small
+            detached houses with pitched roofs, more trees); see :data:`STYLES`.
+
+    Returns:
+        The scene's class map, nDSM (metres), shadow and instance maps.
+
+    """
+    look = STYLES[style]
+    c = _Canvas(height, width, gsd)
+    # Ground relief: a few decimetres of smooth variation (nDSM ground is near 0).
+    c.hgt += 0.15 * np.abs(smooth_noise(rng, height, width, 20 * c.m))
+    roads_h, roads_v = _lay_roads(rng, c, look)
+    for y0, y1 in _gaps(roads_h, height, 4 * c.m):
+        for x0, x1 in _gaps(roads_v, width, 4 * c.m):
+            _fill_block(rng, c, (x0, y0, x1, y1), look)
+    _park_cars(rng, c, roads_h, roads_v)
+    _plant_trees(rng, c, gsd, look)
+    hgt = _roughen(rng, c)
     shadow = cast_shadow(hgt, gsd, azimuth_deg=rng.uniform(120, 240),
                          elevation_deg=rng.uniform(35, 55))
-    return Scene(cls, hgt, shadow, inst)
+    return Scene(c.cls, hgt, shadow, c.inst)
 
 
 def cast_shadow(height_m: np.ndarray, gsd: float, azimuth_deg: float,
@@ -346,16 +435,16 @@ def render_bands(rng: np.random.Generator, scene: Scene, gsd: float, style: str,
     cls = scene.classes
     inst = scene.instance
     # Band-independent layers, computed once.
-    sel = (cls == 4) | (cls == 5)  # cars/clutter: per-object arbitrary colour
-    roofs = cls == 1
+    sel = (cls == CAR) | (cls == CLUTTER)  # per-object arbitrary colour
+    roofs = cls == BUILDING
     if style == "potsdam":  # roofs: grey, dark and red-brown mix
         dark = roofs & (roof_kind[inst] < 0.3)
         red = roofs & (roof_kind[inst] > 0.75)
     else:  # mostly red tiles, some grey
         grey = roofs & (roof_kind[inst] < 0.25)
     # Texture: trees are coarse and clumpy, low vegetation fine, roofs smooth.
-    tex = np.where(cls == 3, 0.09 * coarse + 0.05 * fine,
-                   np.where(cls == 2, 0.04 * coarse + 0.05 * fine, 0.03 * fine))
+    tex = np.where(cls == TREE, 0.09 * coarse + 0.05 * fine,
+                   np.where(cls == LOW_VEGETATION, 0.04 * coarse + 0.05 * fine, 0.03 * fine))
     del fine, coarse
     # Slopes of pitched roofs: sunlit vs shaded side from the height gradient.
     gy = np.zeros_like(scene.height)
@@ -370,9 +459,9 @@ def render_bands(rng: np.random.Generator, scene: Scene, gsd: float, style: str,
         v[sel] = 0.5 * v[sel] + 0.5 * vivid[inst[sel], b]
         if style == "potsdam":
             v[dark] *= 0.55
-            v[red] = v[red] * 0.5 + 0.5 * _BASE["vaihingen"][1, b]
+            v[red] = v[red] * 0.5 + 0.5 * _BASE["vaihingen"][BUILDING, b]
         else:
-            v[grey] = v[grey] * 0.4 + 0.6 * _BASE["potsdam"][1, b]
+            v[grey] = v[grey] * 0.4 + 0.6 * _BASE["potsdam"][BUILDING, b]
         v = v + tex * (1.3 if name == "IR" else 1.0)
         v = v * slope
         # Shadows: darker, bluish; IR drops the most over vegetation.
@@ -386,8 +475,8 @@ def render_bands(rng: np.random.Generator, scene: Scene, gsd: float, style: str,
     return out
 
 
-def colour_labels(classes: np.ndarray, boundary_px: int = 0) -> np.ndarray:
-    """RGB colour label image (HxWx3 uint8); ``boundary_px > 0`` blacks out class edges."""
+def color_labels(classes: np.ndarray, boundary_px: int = 0) -> np.ndarray:
+    """RGB color label image (HxWx3 uint8); ``boundary_px > 0`` blacks out class edges."""
     colours = np.array(isprs.CLASSES.colors, np.uint8)
     rgb = colours[classes]
     if boundary_px > 0:
@@ -467,9 +556,33 @@ def _zipinfo(name: str, compress: int) -> zipfile.ZipInfo:
 Members = Iterable[tuple[_Archive, str, bytes]]
 
 
+def _fill_zips(zips: dict[str, Path], archives: list[_Archive], members: Members) -> None:
+    """Write a tile-major member stream into the zip files ``zips`` (zip name -> path)."""
+    handles = {id(a): zipfile.ZipFile(zips[a.zip_name], "w") for a in archives}
+    try:
+        for arc, rel, data in members:
+            zf = handles[id(arc)]
+            name = arc.member_path(rel)
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i]) + "/"
+                if d not in arc.dirs:
+                    arc.dirs.add(d)
+                    zf.writestr(_zipinfo(d, zipfile.ZIP_STORED), b"")
+            zf.writestr(_zipinfo(name, zipfile.ZIP_DEFLATED), data, compresslevel=1)
+    finally:
+        for zf in handles.values():
+            zf.close()
+
+
 def _write_archives(folder: Path, archives: list[_Archive], members: Members,
                     layout: Layout, outer_name: str) -> None:
-    """Write a tile-major member stream into all archives at once (each tile renders once)."""
+    """Write a tile-major member stream into all archives at once (each tile renders once).
+
+    Every file is written under a temporary name and renamed into place when complete
+    (:mod:`semimtl_geo.atomic`): the archives of ``zips`` together, the outer zip of
+    ``outer-zip`` once its inner zips are in it, each file of ``extracted`` on its own.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     if layout not in ("zips", "outer-zip", "extracted"):
         raise ValueError(f"unknown layout {layout!r}; use zips, outer-zip or extracted")
@@ -478,43 +591,26 @@ def _write_archives(folder: Path, archives: list[_Archive], members: Members,
             # A flat zip is extracted into a folder named after it (what unzip tools do);
             # ``top/...`` style members keep their own folders.
             base = folder if (arc.inner_dir or "/" in rel) else folder / Path(arc.zip_name).stem
-            target = base / arc.member_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            with atomic_output(base / arc.member_path(rel)) as tmp:
+                tmp.write_bytes(data)
         return
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".synth-") as tmpd:
-        zip_dir = Path(tmpd)
-        handles = {id(a): zipfile.ZipFile(zip_dir / a.zip_name, "w") for a in archives}
-        try:
-            for arc, rel, data in members:
-                zf = handles[id(arc)]
-                name = arc.member_path(rel)
-                parts = name.split("/")[:-1]
-                for i in range(1, len(parts) + 1):
-                    d = "/".join(parts[:i]) + "/"
-                    if d not in arc.dirs:
-                        arc.dirs.add(d)
-                        zf.writestr(_zipinfo(d, zipfile.ZIP_STORED), b"")
-                zf.writestr(_zipinfo(name, zipfile.ZIP_DEFLATED), data, compresslevel=1)
-        finally:
-            for zf in handles.values():
-                zf.close()
-        if layout == "zips":
-            for a in archives:
-                os.replace(zip_dir / a.zip_name, folder / a.zip_name)
-            return
-        outer_dir = Path(outer_name).stem
-        tmp = zip_dir / outer_name
-        with zipfile.ZipFile(tmp, "w") as zf:
+    if layout == "zips":
+        finals = {a.zip_name: folder / a.zip_name for a in archives}
+        with atomic_outputs(finals, suffix=".partial") as zips:
+            _fill_zips(zips, archives, members)
+        return
+    outer_dir = Path(outer_name).stem
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".synth-") as scratch, \
+            atomic_output(folder / outer_name, suffix=".partial") as outer:
+        zips = {a.zip_name: Path(scratch) / a.zip_name for a in archives}
+        _fill_zips(zips, archives, members)
+        with zipfile.ZipFile(outer, "w") as zf:
             zf.writestr(_zipinfo(f"{outer_dir}/", zipfile.ZIP_STORED), b"")
             for a in archives:
                 # Inner zips are stored, not deflated again (as in the real download).
                 info = _zipinfo(f"{outer_dir}/{a.zip_name}", zipfile.ZIP_STORED)
-                with open(zip_dir / a.zip_name, "rb") as src, zf.open(info, "w") as dst:
+                with open(zips[a.zip_name], "rb") as src, zf.open(info, "w") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, folder / outer_name)
 
 
 # --------------------------------------------------------------------------------------
@@ -597,7 +693,7 @@ def synthesize_potsdam(folder: str | Path, *, size: int = 800, tiles: int | list
             name = isprs.POTSDAM_NDSM_PATTERNS["lastools"].format(rr=rr, cc=cc)
             yield arcs["ndsm"], name, pil_bytes(grey, "JPEG", quality=92)
             for variant, pattern in isprs.POTSDAM_LABEL_PATTERNS.items():
-                rgb = colour_labels(scene.classes, 3 if variant == "noBoundary" else 0)
+                rgb = color_labels(scene.classes, 3 if variant == "noBoundary" else 0)
                 yield arcs[variant], pattern.format(tile=tile), pil_bytes(rgb, "TIFF")
 
     _write_archives(Path(folder), list(arcs.values()), members(), layout, isprs.POTSDAM_OUTER_ZIP)
@@ -652,7 +748,7 @@ def synthesize_vaihingen(folder: str | Path, *, size: int = 480, tiles: int | li
             ndsm = pil_bytes(encode_ndsm(scene.height, height_scale), "BMP")
             yield main, f"ndsm/{isprs.VAIHINGEN_NDSM_PATTERN.format(tile=tile)}", ndsm
             for variant, pattern in isprs.VAIHINGEN_LABEL_PATTERNS.items():
-                rgb = colour_labels(scene.classes, 2 if variant == "noBoundary" else 0)
+                rgb = color_labels(scene.classes, 2 if variant == "noBoundary" else 0)
                 yield gts[variant], pattern.format(tile=tile), pil_bytes(rgb, "TIFF")
 
     _write_archives(Path(folder), [main, *gts.values()], members(), layout,
@@ -716,7 +812,7 @@ def synthesize_isprs(out: str | Path, *, size_potsdam: int = 800, size_vaihingen
 __all__ = [
     "Scene",
     "cast_shadow",
-    "colour_labels",
+    "color_labels",
     "default_tiles",
     "encode_ndsm",
     "generate_scene",
