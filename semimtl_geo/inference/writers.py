@@ -4,11 +4,11 @@ Rows arrive top to bottom from the sliding-window engine and are written into an
 uncompressed tiled GeoTIFF under a hidden temporary name in the output folder (so pixels
 are compressed once, not once there and again in the COG). :meth:`OutputRaster.commit`
 converts it with GDAL's COG driver (internal tiles, ZSTD with a predictor, overviews;
-compression and overviews on all CPU cores, GDAL ``NUM_THREADS``) into a second
-temporary file and renames that over the final name, so the final name only ever holds a
-complete file; :meth:`OutputRaster.discard` (or leaving the ``with`` block with an
-exception) deletes the temporaries. A run killed with SIGKILL can leave hidden
-``.*.partial*.tif`` files behind, never a half-written ``<stem>_class.tif``.
+compression and overviews on all CPU cores, GDAL ``NUM_THREADS``) into a second temporary
+file that :func:`semimtl_geo.atomic.atomic_output` renames over the final name, so the
+final name only ever holds a complete file; :meth:`OutputRaster.discard` (or leaving the
+``with`` block with an exception) deletes the temporaries. A run killed with SIGKILL can
+leave hidden ``.*.partial*.tif`` files behind, never a half-written ``<stem>_class.tif``.
 
 * Class rasters: uint8, nodata 255, a colour table from the checkpoint's class colours,
   class names in the band metadata (``CLASS_NAMES`` JSON, ``CLASS_<i>``) and the QML
@@ -35,7 +35,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from semimtl_geo.atomic import umask_mode
+from semimtl_geo.atomic import atomic_output
 from semimtl_geo.classes import IGNORE_INDEX, ClassTable
 from semimtl_geo.outputs import SOFTWARE
 
@@ -104,15 +104,14 @@ class OutputRaster:
     def commit(self) -> Path:
         """Convert to a COG with overviews and rename it over :attr:`path`."""
         self.dst.close()
-        self._cog = _temp_path(self.path, "cog")
         try:
-            rasterio.shutil.copy(
-                self._tmp, self._cog, driver="COG", BLOCKSIZE=BLOCK, OVERVIEWS="AUTO",
-                RESAMPLING=self.resampling, BIGTIFF="IF_SAFER", NUM_THREADS=GDAL_THREADS,
-                **COMPRESSION,
-            )
-            os.chmod(self._cog, umask_mode())
-            os.replace(self._cog, self.path)
+            with atomic_output(self.path, suffix=".cog.tif") as cog:
+                self._cog = cog
+                rasterio.shutil.copy(
+                    self._tmp, cog, driver="COG", BLOCKSIZE=BLOCK, OVERVIEWS="AUTO",
+                    RESAMPLING=self.resampling, BIGTIFF="IF_SAFER", NUM_THREADS=GDAL_THREADS,
+                    **COMPRESSION,
+                )
         finally:
             self._cleanup()
         return self.path
