@@ -227,11 +227,11 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, ckpt, monkeypatch):
     calls = {"n": 0}
     original = WindowPredictor.forward_windows
 
-    def flaky(self, windows, grid):
+    def flaky(self, windows, grid, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, windows, grid)
+        return original(self, windows, grid, **kwargs)
 
     monkeypatch.setattr(WindowPredictor, "forward_windows", flaky)
     rc = main(["predict", str(src), "-o", str(out), "--checkpoint", str(ckpt), *FAST,

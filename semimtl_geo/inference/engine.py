@@ -17,6 +17,12 @@ once: consecutive window rows overlap, so only the rows the next window row adds
 read (in a background thread, while the current row runs through the model). Class
 sums are stored class-major (``K x H x W``), like the network's float32 output.
 
+The band is a ring: band row ``i`` lives in accumulator row ``(origin + i) mod win_h``.
+Finishing rows zeroes them and moves ``origin`` on, instead of moving every still-open
+row up (that copy of ``(K + 2) x win_h x width`` floats per window row cost as much as
+the blending). A window whose rows wrap around the ring is added in two pieces; every
+pixel still receives the same products in the same order, so results are unchanged.
+
 Nodata pixels (``valid == False``) are filled with the band means (the raw value that
 normalises to 0) before the model sees them, so nodata never reaches the model as
 zeros; they come out as class 255 and height NaN. Windows with no valid pixel are
@@ -92,13 +98,19 @@ def _argmax_classes(sums: torch.Tensor) -> torch.Tensor:
     return classes
 
 
-def _shift_rows(acc: torch.Tensor, step: int) -> None:
-    """Move rows ``[step, h)`` of ``acc`` (rows first) to the top and zero the rest."""
-    keep = acc.shape[0] - step
-    if keep > 0:
-        src = acc[step:]
-        acc[:keep] = src.clone() if step < keep else src  # no overlapping copy
-    acc[max(keep, 0):] = 0
+def _ring_pieces(origin: int, start: int, stop: int, size: int) -> list[tuple[slice, slice]]:
+    """Band rows ``[start, stop)`` as (accumulator rows, band rows) pieces of a ring.
+
+    Band row ``i`` is accumulator row ``(origin + i) % size``; ``stop - start <= size``.
+    One piece, or two where the rows wrap past the end of the accumulator.
+    """
+    first = (origin + start) % size
+    count = stop - start
+    if first + count <= size:
+        return [(slice(first, first + count), slice(start, stop))]
+    head = size - first
+    return [(slice(first, size), slice(start, start + head)),
+            (slice(0, count - head), slice(start + head, stop))]
 
 
 @torch.inference_mode()
@@ -130,6 +142,7 @@ def run_sliding_windows(
     seg, hgt = "seg" in tasks, "height" in tasks
     width, win_h, win_w = grid.width, grid.win_h, grid.win_w
     weight = torch.from_numpy(hann_2d(win_h, win_w)).to(dev)
+    # Ring accumulators (see module docstring): band row i is row (origin + i) % win_h.
     acc_w = torch.zeros((win_h, width), dtype=torch.float32, device=dev)
     sums = (torch.zeros((predictor.num_classes, win_h, width), dtype=torch.float32, device=dev)
             if seg else None)
@@ -146,29 +159,42 @@ def run_sliding_windows(
     strip: torch.Tensor | None = None  # C x win_h x W on the device, nodata filled
     valid = np.zeros((0, width), bool)  # the strip's valid mask (host)
     valid_dev: torch.Tensor | None = None
+    workspace: dict[str, torch.Tensor] = {}  # the predictor's reused batch buffers
+    origin = 0  # accumulator row of band row 0
 
     def flush(row: int, count: int) -> None:
-        wsum = acc_w[:count]
-        ok = valid_dev[:count] & (wsum > 0)
+        """Finish band rows ``[0, count)`` (raster rows from ``row``) and zero them."""
+        pieces = _ring_pieces(origin, 0, count, win_h)
+        ok = torch.empty((count, width), dtype=torch.bool, device=dev)
+        for acc_rows, band_rows in pieces:
+            torch.logical_and(valid_dev[band_rows], acc_w[acc_rows] > 0, out=ok[band_rows])
         out = BlendedRows(row_start=row, valid=ok.cpu().numpy())
         if seg:
-            cls = _argmax_classes(sums[:, :count])
+            cls = torch.empty((count, width), dtype=torch.uint8, device=dev)
+            for acc_rows, band_rows in pieces:
+                cls[band_rows] = _argmax_classes(sums[:, acc_rows])
             cls.masked_fill_(~ok, IGNORE_INDEX)
             out.classes = cls.cpu().numpy()
             if keep_probs:
-                probs = sums[:, :count] / wsum
+                probs = torch.empty((sums.shape[0], count, width), dtype=torch.float32,
+                                    device=dev)
+                for acc_rows, band_rows in pieces:
+                    torch.div(sums[:, acc_rows], acc_w[acc_rows], out=probs[:, band_rows])
                 probs.masked_fill_(~ok, float("nan"))
                 out.probs = probs.cpu().numpy()
         if hgt:
-            height = acc_h[:count] / wsum
+            height = torch.empty((count, width), dtype=torch.float32, device=dev)
+            for acc_rows, band_rows in pieces:
+                torch.div(acc_h[acc_rows], acc_w[acc_rows], out=height[band_rows])
             height.masked_fill_(~ok, float("nan"))
             out.height = height.cpu().numpy()
         sink(out)
-
-    def shift(step: int) -> None:
-        for acc in (acc_w, acc_h, sums.transpose(0, 1) if sums is not None else None):
-            if acc is not None:
-                _shift_rows(acc, step)
+        for acc_rows, _ in pieces:  # finished rows start the band's next rows at zero
+            acc_w[acc_rows] = 0
+            if acc_h is not None:
+                acc_h[acc_rows] = 0
+            if sums is not None:
+                sums[:, acc_rows] = 0
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semimtl-read") as pool:
         pending = pool.submit(read_strip, *plan[0])
@@ -193,24 +219,29 @@ def run_sliding_windows(
             skipped = len(grid.col_starts) - len(cols)
             if skipped and on_windows:
                 on_windows(skipped)
+            pieces = _ring_pieces(origin, 0, win_h, win_h)
             if not skipped:
-                acc_w.add_(full_wsum)
+                for acc_rows, band_rows in pieces:
+                    acc_w[acc_rows].add_(full_wsum[band_rows])
             for b in range(0, len(cols), batch_size):
                 chunk = cols[b:b + batch_size]
                 result = predictor.forward_windows([strip[:, :, c:c + win_w] for c in chunk],
-                                                   grid)
+                                                   grid, workspace=workspace)
                 for i, c in enumerate(chunk):
-                    if skipped:
-                        acc_w[:, c:c + win_w] += weight
-                    if seg:
-                        sums[:, :, c:c + win_w].addcmul_(result["probs"][i], weight)
-                    if hgt:
-                        acc_h[:, c:c + win_w].addcmul_(result["height"][i], weight)
+                    cs = slice(c, c + win_w)
+                    for acc_rows, band_rows in pieces:
+                        w = weight[band_rows]
+                        if skipped:
+                            acc_w[acc_rows, cs] += w
+                        if seg:
+                            sums[:, acc_rows, cs].addcmul_(result["probs"][i][:, band_rows], w)
+                        if hgt:
+                            acc_h[acc_rows, cs].addcmul_(result["height"][i][band_rows], w)
                 if on_windows:
                     on_windows(len(chunk))
             if k + 1 < len(rows):
                 step = rows[k + 1] - row
                 flush(row, step)
-                shift(step)
+                origin = (origin + step) % win_h
             else:
                 flush(row, grid.height - row)
