@@ -404,3 +404,44 @@ def test_rgb_byte_landsat_end_to_end(tmp_path, ckpt, shared_data):
     assert (out / "RGB.byte_preview.png").exists() and (out / "RGB.byte_class.qml").exists()
     frame = gpd.read_file(out / "RGB.byte_classes.gpkg")
     assert frame.geometry.is_valid.all() and frame.pixels.sum() == valid.sum()
+
+
+def test_default_height_ramp_table_is_matplotlibs_viridis():
+    from matplotlib import colormaps
+
+    from semimtl_geo.inference.qml import VIRIDIS_9, _ramp
+
+    stops = len(VIRIDIS_9)
+    sampled = ["#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in
+                                              colormaps["viridis"](i / (stops - 1))[:3]))
+               for i in range(stops)]
+    assert list(VIRIDIS_9) == sampled
+    assert [c for _, c in _ramp("viridis", stops)] == sampled
+    assert _ramp("magma", 3)[0][1] != sampled[0]  # other ramps still come from matplotlib
+
+
+@pytest.mark.parametrize("dtype, resampling", [("uint8", "MODE"), ("float32", "AVERAGE")])
+def test_cog_overviews_from_an_uncompressed_temporary_are_the_same_file(
+        tmp_path, dtype, resampling):
+    """COG_TMP_COMPRESSION only changes the driver's temporary: the COG is the same bytes."""
+    import rasterio.shutil
+
+    from semimtl_geo.inference.writers import OutputRaster
+
+    data = textured(1100, 1300, count=1)[0]
+    data = (data % 6).astype(dtype) if dtype == "uint8" else data.astype(dtype) * 0.37
+    out = OutputRaster(tmp_path / "new.tif", 1300, 1100, UTM33,
+                       Affine(0.09, 0, 500000.0, 0, -0.09, 5800000.0), dtype, 255, resampling)
+    out.write_rows(0, data)
+    out.dst.close()
+    tmp = out._tmp
+    with rasterio.Env(COG_TMP_COMPRESSION="ZSTD"):  # the driver's default
+        rasterio.shutil.copy(tmp, tmp_path / "default.tif", driver="COG", BLOCKSIZE=512,
+                             OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
+                             NUM_THREADS="ALL_CPUS", COMPRESS="ZSTD", LEVEL="1",
+                             PREDICTOR="YES")
+    out.dst = rasterio.open(tmp)  # commit closes it again
+    out.commit()
+    with rasterio.open(tmp_path / "new.tif") as new:
+        assert new.overviews(1) == [2, 4] and new.compression.name.lower() == "zstd"
+    assert (tmp_path / "new.tif").read_bytes() == (tmp_path / "default.tif").read_bytes()

@@ -453,3 +453,69 @@ def test_resolve_device_names_and_gpu_counts(monkeypatch):
         resolve_device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert resolve_device("mps") == torch.device("mps")
+
+
+class _ConvNet(torch.nn.Module):
+    """Random 3x3 convolutions: zero padding makes each window's output depend on where
+    the window is, so a window blended into the wrong rows or columns changes the result."""
+
+    tasks = ("seg", "height")
+    in_channels = 3
+    num_classes = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = torch.nn.Conv2d(3, 7, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.conv(x)
+        return {"seg": y[:, :6], "height": y[:, 6:]}
+
+
+@pytest.mark.parametrize("height, patch, overlap", [(150, 64, 0.3), (211, 48, 0.5),
+                                                    (97, 64, 0.0)])
+def test_engine_ring_band_matches_whole_image_blending(height, patch, overlap):
+    """Uneven row steps wrap the ring accumulators at every offset; the streamed result
+    equals blending every window into whole-image float64 sums."""
+    from semimtl_geo.inference.blending import hann_2d
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    meta = stub_loaded(patch_size=patch, overlap=overlap).meta
+    predictor = WindowPredictor(LoadedModel(_ConvNet().eval(), meta, {}), engine="eager")
+    width = 173
+    image = textured(height, width, seed=4)
+    valid = np.ones((height, width), bool)
+    valid[:, :40] = False  # the first windows of each row see no data and are skipped
+    grid = make_grid(height, width, patch, overlap)
+    assert len(set(np.diff(grid.row_starts))) > 1 or overlap == 0.0
+    rows = []
+    run_sliding_windows(grid, lambda a, b: (image[:, a:b], valid[a:b]), predictor,
+                        rows.append, batch_size=3, keep_probs=True)
+    classes = np.concatenate([r.classes for r in rows])
+    heights = np.concatenate([r.height for r in rows])
+    probs = np.concatenate([r.probs for r in rows], axis=1)
+    # the whole-image reference, window by window
+    fill = np.round(predictor.fill_values).astype(np.uint8)[:, None, None]
+    filled = np.where(valid[None], image, fill)
+    weight = hann_2d(grid.win_h, grid.win_w).astype(np.float64)
+    sums = np.zeros((6, height, width))
+    hsum = np.zeros((height, width))
+    wsum = np.zeros((height, width))
+    for r in grid.row_starts:
+        for c in grid.col_starts:
+            if not valid[r:r + grid.win_h, c:c + grid.win_w].any():
+                continue
+            window = torch.from_numpy(filled[None, :, r:r + grid.win_h, c:c + grid.win_w])
+            out = predictor(window.numpy(), grid)
+            sums[:, r:r + grid.win_h, c:c + grid.win_w] += out["probs"][0] * weight
+            hsum[r:r + grid.win_h, c:c + grid.win_w] += out["height"][0] * weight
+            wsum[r:r + grid.win_h, c:c + grid.win_w] += weight
+    ref_probs = sums / np.where(wsum > 0, wsum, 1)
+    np.testing.assert_allclose(probs[:, valid], ref_probs[:, valid], atol=1e-5)
+    np.testing.assert_allclose(heights[valid], (hsum / wsum)[valid], rtol=1e-5, atol=1e-5)
+    top2 = np.sort(ref_probs, axis=0)[-2:]
+    clear = valid & (top2[1] - top2[0] > 1e-4)
+    np.testing.assert_array_equal(classes[clear], ref_probs.argmax(0)[clear])
+    assert (classes[~valid] == 255).all() and np.isnan(heights[~valid]).all()

@@ -89,7 +89,16 @@ def class_qml_text(classes: ClassTable, nodata: int = IGNORE_INDEX) -> str:
     return _serialise(root)
 
 
+#: ``_ramp("viridis", 9)`` as matplotlib computes it (a test keeps them equal): the
+#: default height ramp without importing matplotlib, which took 0.9 s of CPU per
+#: ``predict`` run without a preview (measured).
+VIRIDIS_9 = ("#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962",
+             "#addc30", "#fde725")
+
+
 def _ramp(cmap: str, stops: int) -> list[tuple[float, str]]:
+    if (cmap, stops) == ("viridis", len(VIRIDIS_9)):
+        return [(i / (stops - 1), color) for i, color in enumerate(VIRIDIS_9)]
     from matplotlib import colormaps
 
     ramp = colormaps[cmap]
