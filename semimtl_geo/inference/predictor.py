@@ -207,7 +207,7 @@ class WindowPredictor:
 
 def _buffer(space: dict[str, torch.Tensor], key: str, shape: Sequence[int],
             device: torch.device) -> torch.Tensor:
-    """The float32 tensor ``space[key]`` of ``shape``, allocated when missing or resized."""
+    """Return the float32 tensor ``space[key]`` of ``shape`` (allocated when missing)."""
     shape = tuple(int(n) for n in shape)
     tensor = space.get(key)
     if tensor is None or tuple(tensor.shape) != shape or tensor.device != device:
