@@ -519,3 +519,21 @@ def test_engine_ring_band_matches_whole_image_blending(height, patch, overlap):
     clear = valid & (top2[1] - top2[0] > 1e-4)
     np.testing.assert_array_equal(classes[clear], ref_probs.argmax(0)[clear])
     assert (classes[~valid] == 255).all() and np.isnan(heights[~valid]).all()
+
+
+def test_one_thread_restores_the_thread_count():
+    from semimtl_geo.inference.predictor import one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), one_thread(torch.device("cpu")):
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+        with one_thread(torch.device("meta")):  # only the CPU is affected
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

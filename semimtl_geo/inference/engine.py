@@ -22,6 +22,10 @@ Finishing rows zeroes them and moves ``origin`` on, instead of moving every stil
 row up (that copy of ``(K + 2) x win_h x width`` floats per window row cost as much as
 the blending). A window whose rows wrap around the ring is added in two pieces; every
 pixel still receives the same products in the same order, so results are unchanged.
+On the CPU the blending and the finishing of rows run on one torch thread
+(:func:`~semimtl_geo.inference.predictor.one_thread`; the model and the softmax keep all
+threads): many short memory-bound operations on cores other jobs share spent more time
+waiting for a descheduled second thread than they saved.
 
 Nodata pixels (``valid == False``) are filled with the band means (the raw value that
 normalises to 0) before the model sees them, so nodata never reaches the model as
@@ -38,7 +42,7 @@ import torch
 
 from semimtl_geo.classes import IGNORE_INDEX
 from semimtl_geo.inference.blending import hann_1d, hann_2d
-from semimtl_geo.inference.predictor import WindowPredictor
+from semimtl_geo.inference.predictor import WindowPredictor, one_thread
 from semimtl_geo.inference.windows import WindowGrid
 
 #: ``read_strip(row_start, row_stop) -> (pixels C x h x width, valid h x width bool)``.
@@ -227,21 +231,24 @@ def run_sliding_windows(
                 chunk = cols[b:b + batch_size]
                 result = predictor.forward_windows([strip[:, :, c:c + win_w] for c in chunk],
                                                    grid, workspace=workspace)
-                for i, c in enumerate(chunk):
-                    cs = slice(c, c + win_w)
-                    for acc_rows, band_rows in pieces:
-                        w = weight[band_rows]
-                        if skipped:
-                            acc_w[acc_rows, cs] += w
-                        if seg:
-                            sums[:, acc_rows, cs].addcmul_(result["probs"][i][:, band_rows], w)
-                        if hgt:
-                            acc_h[acc_rows, cs].addcmul_(result["height"][i][band_rows], w)
+                with one_thread(dev):
+                    for i, c in enumerate(chunk):
+                        cs = slice(c, c + win_w)
+                        for acc_rows, band_rows in pieces:
+                            w = weight[band_rows]
+                            if skipped:
+                                acc_w[acc_rows, cs] += w
+                            if seg:
+                                sums[:, acc_rows, cs].addcmul_(
+                                    result["probs"][i][:, band_rows], w)
+                            if hgt:
+                                acc_h[acc_rows, cs].addcmul_(result["height"][i][band_rows], w)
                 if on_windows:
                     on_windows(len(chunk))
-            if k + 1 < len(rows):
-                step = rows[k + 1] - row
-                flush(row, step)
-                origin = (origin + step) % win_h
-            else:
-                flush(row, grid.height - row)
+            with one_thread(dev):
+                if k + 1 < len(rows):
+                    step = rows[k + 1] - row
+                    flush(row, step)
+                    origin = (origin + step) % win_h
+                else:
+                    flush(row, grid.height - row)
