@@ -147,6 +147,7 @@ def test_a_method_with_discriminators_must_define_their_terms():
         label = "No D terms"
         discriminator = "binary"
 
-    with pytest.raises(TypeError, match="discriminator_terms"):
+    with pytest.raises(TypeError, match="^NoDTerms declares discriminators but does not "
+                                        "define discriminator_terms$"):
         register_method(NoDTerms)
     assert "no_d_terms" not in method_names()

@@ -537,3 +537,14 @@ def test_one_thread_restores_the_thread_count():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_grid_edges_one_pixel_smallest_patch_and_odd_resampling():
+    g = make_grid(1, 1, 64, 0.5)  # a 1-pixel raster is valid
+    assert (g.win_h, g.win_w, g.model_h, g.mode) == (1, 1, 32, "pad")
+    g = make_grid(10, 10, 8, 0.5)  # the smallest patch, 8 px
+    assert (g.win_h, g.model_h, g.mode) == (8, 32, "pad")  # encoder inputs >= 32 px
+    g = make_grid(300, 300, 100, 0.5, scale=3.0)  # full windows: the model gets the patch
+    assert (g.win_h, g.model_h) == (33, 100)  # round(100 / 3) = 33 px, not 33 * 3 -> 104
+    g = make_grid(10, 10, 8, 0.0, scale=10.0)  # patch / scale = 0.8 px: one input pixel
+    assert (g.win_h, g.model_h, g.mode) == (1, 8, "resize")
