@@ -5,7 +5,7 @@ their ``.qml`` styles, ``<stem>_preview.png``, ``<stem>_classes.gpkg``,
 ``<stem>_confidence.tif``): the input's
 *output set*. :class:`OutputSet` builds the whole set in a hidden staging folder inside
 the output folder (same file system, so moving is a rename) and publishes it only once
-every file is complete:
+every file is complete (:func:`semimtl_geo.atomic.replace_files`):
 
 1. every file of the stem's previous set gets a hard link in a hidden backup folder
    (moved there instead where the file system has no hard links);
@@ -30,12 +30,12 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from semimtl_geo.atomic import hidden_dir, replace_files
 from semimtl_geo.outputs import is_write_error, write_error
 
 #: Suffixes of the files ``predict`` writes for one input stem.
@@ -127,15 +127,7 @@ class OutputSet:
         self.out_dir = Path(out_dir)
         self.stem = stem
         self.created_out_dir = not self.out_dir.exists()
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.stage = Path(tempfile.mkdtemp(
-                prefix=f".{stem}.partial-{_HOST}-{os.getpid()}-", dir=self.out_dir))
-        except OSError as exc:
-            if is_write_error(exc):
-                raise write_error(self.out_dir, exc) from None
-            raise
-        self.stage.chmod(0o755)
+        self.stage = hidden_dir(self.out_dir, f".{stem}.partial-{_HOST}-{os.getpid()}-")
 
     def staged(self, final: Path) -> Path:
         """Where the file that will become ``final`` is written meanwhile."""
@@ -158,39 +150,16 @@ class OutputSet:
         missing = [f for f in files if not self.staged(f).is_file()]
         if missing:
             raise FileNotFoundError(f"staged output {self.staged(missing[0])} was not written")
-        backup = Path(tempfile.mkdtemp(
-            prefix=f".{self.stem}.replaced-{_HOST}-{os.getpid()}-", dir=self.out_dir))
-        saved: list[tuple[Path, Path, bool]] = []  # (final, backup copy, moved away)
-        placed: list[Path] = []
         try:
-            for old in family(self.out_dir, self.stem):
-                if not os.path.lexists(old):
-                    continue
-                copy = backup / old.name
-                try:
-                    os.link(old, copy, follow_symlinks=False)
-                    saved.append((old, copy, False))
-                except OSError:  # no hard links here (FAT, some network shares): move it
-                    os.replace(old, copy)
-                    saved.append((old, copy, True))
-            for final in files:
-                os.replace(self.staged(final), final)
-                placed.append(final)
-            keep = set(files)
-            for old, _, moved in saved:
-                if old not in keep and not moved:
-                    old.unlink(missing_ok=True)
-        except BaseException as exc:
-            for final in placed:
-                final.unlink(missing_ok=True)
-            for old, copy, _ in saved:
-                if os.path.lexists(copy):
-                    os.replace(copy, old)
-            shutil.rmtree(backup, ignore_errors=True)
-            if isinstance(exc, OSError) and is_write_error(exc):
+            replace_files(
+                [(self.staged(f), f) for f in files],
+                remove=family(self.out_dir, self.stem),
+                backup_prefix=f".{self.stem}.replaced-{_HOST}-{os.getpid()}-",
+            )
+        except OSError as exc:
+            if is_write_error(exc):
                 raise write_error(self.out_dir, exc) from None
             raise
-        shutil.rmtree(backup, ignore_errors=True)
         shutil.rmtree(self.stage, ignore_errors=True)
         return files
 
