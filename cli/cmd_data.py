@@ -71,9 +71,9 @@ def prepare_isprs_cmd(potsdam, vaihingen, out, potsdam_bands, labels, target_gsd
     ok = [r for r in report.results if r.ok]
     click.echo(f"Prepared {len(ok)} of {len(report.results)} tiles into {out} "
                f"(manifest: {report.manifest_path}).")
-    for key, colours in report.unknown_colors.items():
-        total = sum(colours.values())
-        top = sorted(colours.items(), key=lambda kv: -kv[1])[:5]
+    for key, colors in report.unknown_colors.items():
+        total = sum(colors.values())
+        top = sorted(colors.items(), key=lambda kv: -kv[1])[:5]
         listed = ", ".join(f"({c}): {n}" for c, n in top)
         click.echo(f"Warning: {key}: {total} label pixels had colours outside the class table and "
                    f"became ignore (255): {listed}.", err=True)

@@ -54,7 +54,7 @@ def class_summary(class_tif: Path, height_tif: Path | None) -> list[dict]:
     """
     with rasterio.open(class_tif) as src:
         names = json.loads(src.tags(1)["CLASS_NAMES"])
-        colours = src.colormap(1)  # {id: (r, g, b, a)}
+        colormap = src.colormap(1)  # {id: (r, g, b, a)}
         classes = src.read(1, masked=True)  # nodata 255 masked
         # Pixel area in CRS units²; metres² for a projected CRS in metres (UTM).
         unit_m = src.crs.linear_units_factor[1] if src.crs and src.crs.is_projected else None
@@ -73,7 +73,7 @@ def class_summary(class_tif: Path, height_tif: Path | None) -> list[dict]:
             if values.count():
                 mean_h = float(values.mean())
         rows.append({"class_id": cid, "class_name": name,
-                     "colour": "#{:02x}{:02x}{:02x}".format(*colours[cid][:3]),
+                     "color": "#{:02x}{:02x}{:02x}".format(*colormap[cid][:3]),
                      "pixels": count, "area_m2": count * pixel_area, "height_mean": mean_h})
     return rows
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {'class':<22}{'colour':>9}{'area m²':>12}{'share':>8}{'mean h (m)':>12}")
         total = sum(r["pixels"] for r in rows) or 1
         for r in rows:
-            print(f"  {r['class_name']:<22}{r['colour']:>9}{r['area_m2']:>12.1f}"
+            print(f"  {r['class_name']:<22}{r['color']:>9}{r['area_m2']:>12.1f}"
                   f"{100 * r['pixels'] / total:>7.1f}%{r['height_mean']:>12.2f}")
         entry: dict = {"classes": rows}
         gpkg = class_tif.with_name(f"{stem}_classes.gpkg")

@@ -38,6 +38,7 @@ from semimtl_geo.classes import IGNORE_INDEX, ISPRS_CLASSES, ClassTable
 from semimtl_geo.errors import UserError
 from semimtl_geo.models.multitask import MultiTaskNet
 from semimtl_geo.models.norm import NORMS
+from semimtl_geo.tasks import TASKS
 
 CHECKPOINT_KEY = "semimtl_geo"
 CHECKPOINT_FORMAT = 1
@@ -125,7 +126,6 @@ def save_model_checkpoint(
     return write_checkpoint_file({CHECKPOINT_KEY: checkpoint_payload(model, meta, config)}, path)
 
 
-_TASKS = ("seg", "height")
 
 
 def _invalid(path: Path, detail: str) -> UserError:
@@ -148,7 +148,7 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
         raise _invalid(path, "model 'encoder_name' is missing")
     tasks = cfg.get("tasks")
     if (not isinstance(tasks, (list, tuple)) or not tasks
-            or not all(isinstance(t, str) and t in _TASKS for t in tasks)):
+            or not all(isinstance(t, str) and t in TASKS for t in tasks)):
         raise _invalid(path, f"model 'tasks' is {tasks!r}")
     norm = cfg.get("norm", "batch")  # checkpoints before model.norm existed: BatchNorm
     if norm not in NORMS:

@@ -56,9 +56,9 @@ CITYSCAPES = [
 ]
 
 
-def _rgb_image(colours: list[tuple[int, int, int]]) -> np.ndarray:
+def _rgb_image(colors: list[tuple[int, int, int]]) -> np.ndarray:
     """3 x 2 x N label image: each colour twice (two rows)."""
-    row = np.array(colours, np.uint8).T[:, None, :]
+    row = np.array(colors, np.uint8).T[:, None, :]
     return np.concatenate([row, row], axis=1)
 
 
@@ -74,16 +74,16 @@ def test_cityscapes_table_is_cityscapes_scripts_train_ids():
     assert [tuple(c) for c in CITYSCAPES_CLASSES.colors] == [c for _, c in CITYSCAPES]
 
 
-def test_isprs_colours_to_ids_hand_written_table():
-    colours = list(ISPRS_RGB_TO_ID)
-    ids, unknown = colors_to_classes(_rgb_image(colours))
-    assert ids.dtype == np.uint8 and ids.shape == (2, len(colours))
-    np.testing.assert_array_equal(ids[0], [ISPRS_RGB_TO_ID[c] for c in colours])
+def test_isprs_colors_to_ids_hand_written_table():
+    colors = list(ISPRS_RGB_TO_ID)
+    ids, unknown = colors_to_classes(_rgb_image(colors))
+    assert ids.dtype == np.uint8 and ids.shape == (2, len(colors))
+    np.testing.assert_array_equal(ids[0], [ISPRS_RGB_TO_ID[c] for c in colors])
     np.testing.assert_array_equal(ids[1], ids[0])
     assert unknown == {}  # boundary black is expected, not an unknown colour
 
 
-def test_isprs_near_miss_colours_are_unknown_and_counted():
+def test_isprs_near_miss_colors_are_unknown_and_counted():
     # one channel off each class colour, plus an unrelated colour
     near = [(254, 255, 255), (0, 1, 255), (0, 255, 254), (1, 255, 0), (255, 254, 0),
             (255, 0, 1), (0, 0, 1), (12, 34, 56)]
@@ -93,7 +93,7 @@ def test_isprs_near_miss_colours_are_unknown_and_counted():
     assert unknown == {f"{r},{g},{b}": 2 for r, g, b in near}
 
 
-def test_prepared_label_colour_table():
+def test_prepared_label_color_table():
     cmap = ISPRS_CLASSES.colormap()
     expected = {i: (*c, 255) for c, i in ISPRS_RGB_TO_ID.items() if i != 255}
     expected[255] = (0, 0, 0, 0)  # ignore: transparent
@@ -142,3 +142,19 @@ def test_class_table_round_trip_and_checks():
     assert back == table and back.colors[0] == (1, 2, 3)
     with pytest.raises(ValueError, match=r"^ClassTable needs one colour per class name\.$"):
         ClassTable(("a", "b"), ((1, 2, 3),))
+
+
+def test_identifiers_spell_color_one_way():
+    """Names in code say ``color`` (as numpy, matplotlib, GDAL and QGIS do); prose may not."""
+    import io
+    import tokenize
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("semimtl_geo", "cli", "tests", "examples", "benchmarks", "scripts"):
+        for path in sorted((repo / folder).rglob("*.py")):
+            tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+            offenders += [f"{path.relative_to(repo)}:{t.start[0]} {t.string}" for t in tokens
+                          if t.type == tokenize.NAME and "colour" in t.string.lower()]
+    assert offenders == []

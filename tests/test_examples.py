@@ -125,7 +125,7 @@ def test_read_outputs_summarises_areas_heights_and_polygons(predicted, capsys) -
         with rasterio.open(pred / f"{stem}_height.tif") as src:
             height = src.read(1)
         rows = {r["class_name"]: r for r in entry["classes"]}
-        assert len(rows) == 6 and rows["building"]["colour"] == "#0000ff"
+        assert len(rows) == 6 and rows["building"]["color"] == "#0000ff"
         assert sum(r["pixels"] for r in rows.values()) == int((classes != 255).sum())
         for r in rows.values():
             inside = classes == r["class_id"]

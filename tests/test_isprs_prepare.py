@@ -261,7 +261,7 @@ def test_shape_mismatch_fails_that_tile_only(tmp_path, capsys):
     assert manifest["datasets"]["potsdam"]["failed"][0]["tile_id"] == "3_13"
 
 
-def test_unknown_colours_become_ignore_and_are_counted(tmp_path, capsys):
+def test_unknown_colors_become_ignore_and_are_counted(tmp_path, capsys):
     src = _synth(tmp_path / "src", "extracted", tiles=(0, 1), size=(64, 48))
     gt = (src / "vaihingen/ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE"
           / "top_mosaic_09cm_area1.tif")

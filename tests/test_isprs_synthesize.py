@@ -87,9 +87,9 @@ def test_potsdam_archives_have_real_names_and_formats(archives):
     with _open(f"/vsizip/{p}/{label}") as src:
         assert src.crs is None and src.count == 3
         rgb = src.read().reshape(3, -1).T
-    colours = {tuple(c) for c in np.unique(rgb, axis=0)}
-    assert colours <= set(isprs.CLASSES.colors) | {isprs.BOUNDARY_COLOR}
-    assert isprs.BOUNDARY_COLOR in colours
+    colors = {tuple(c) for c in np.unique(rgb, axis=0)}
+    assert colors <= set(isprs.CLASSES.colors) | {isprs.BOUNDARY_COLOR}
+    assert isprs.BOUNDARY_COLOR in colors
 
 
 def test_vaihingen_archives_have_real_names_and_no_georeferencing(archives):

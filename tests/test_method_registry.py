@@ -151,3 +151,25 @@ def test_a_method_with_discriminators_must_define_their_terms():
                                         "define discriminator_terms$"):
         register_method(NoDTerms)
     assert "no_d_terms" not in method_names()
+
+
+def test_a_new_method_module_in_the_package_needs_no_other_edit(tmp_path, monkeypatch):
+    """A file in training/methods/ registers its class: no list of modules to extend."""
+    import sys
+
+    import semimtl_geo.training.methods as methods
+
+    (tmp_path / "toy_extra.py").write_text(
+        "from semimtl_geo.training.methods.base import Method, register_method\n\n\n"
+        "@register_method\nclass ToyExtra(Method):\n    name = 'toy_extra'\n"
+        "    label = 'Toy Extra'\n"
+    )
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    try:
+        names = methods.import_method_modules()
+        assert names[: len(methods.BUILTIN)] == list(methods.BUILTIN)  # the paper's order
+        assert names[-1] == "toy_extra" and method_names()[-1] == "toy_extra"
+        assert get_method("toy_extra").label == "Toy Extra"
+    finally:
+        unregister_method("toy_extra")
+        sys.modules.pop("semimtl_geo.training.methods.toy_extra", None)

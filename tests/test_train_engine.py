@@ -314,3 +314,33 @@ def test_runs_log_adversarial_diagnostics_and_decay_the_discriminator_lr(semimtl
     assert lr_d[0] == pytest.approx(1e-4 * (1 - 1 / 4) ** 0.9)
     ckpt = read_checkpoint_file(full.checkpoint)
     assert len(ckpt["lr_schedulers"]) == 2 and ckpt["lr_schedulers"][1]["last_epoch"] == 4
+
+
+def test_poly_schedule_follows_the_new_length_when_a_resumed_run_gets_more_steps():
+    """A run of 2 steps resumed with trainer.max_steps=4 (train --resume --max-steps 4).
+
+    torch's PolynomialLR would keep the saved length and stay at lr 0 from step 2 on.
+    """
+    w = torch.nn.Parameter(torch.zeros(1))
+    first = engine.poly_schedule(torch.optim.SGD([w], lr=0.01), max_steps=2, power=0.9)
+    for it in (1, 2):
+        first.optimizer.step()
+        first.step()
+        assert first.get_last_lr()[0] == 0.01 * (1 - it / 2) ** 0.9  # eq.: base (1-it/T)^p
+    assert first.get_last_lr() == [0.0]
+    # what Lightning does on resume: fresh optimiser and schedule, then their saved states
+    opt = torch.optim.SGD([w], lr=0.01)
+    longer = engine.poly_schedule(opt, max_steps=4, power=0.9)
+    opt.load_state_dict(first.optimizer.state_dict())
+    longer.load_state_dict(first.state_dict())
+    opt.step()
+    longer.step()
+    assert longer.get_last_lr()[0] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9)
+
+
+def test_zipped_loaders_give_one_batch_per_dataset_until_the_shortest_ends():
+    zipped = engine.ZippedLoaders({"a": [1, 2, 3], "b": ["x", "y"]})
+    assert len(zipped) == 2
+    assert list(zipped) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    assert list(zipped) == list(zipped)  # iterable again (one pass per epoch)
+    assert list(zipped.loaders) == ["a", "b"]

@@ -91,6 +91,20 @@ def poly_lambda(max_steps: int, power: float):  # noqa: ANN201 - returns a closu
     return factor
 
 
+def poly_schedule(
+    optimizer: torch.optim.Optimizer, max_steps: int, power: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Return the poly schedule ``lr = base_lr (1 - it / max_steps) ** power`` (section 4.1).
+
+    torch's ``PolynomialLR`` computes the same curve, but step by step from the previous
+    learning rate and with ``max_steps`` saved in its state. A run resumed with a larger
+    ``trainer.max_steps`` would then keep the old length (and stay at 0 once it ended)
+    instead of following the schedule of the new length; ``LambdaLR`` evaluates the
+    closed form from ``base_lr`` at every step, so only the step count is state.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_steps, power))
+
+
 # ------------------------------------------------------------------ dataset facts
 
 
@@ -168,8 +182,14 @@ def build_meta(cfg: TrainConfig, plan: MethodPlan, infos: dict[str, KindInfo]) -
 class ZippedLoaders:
     """One mini-batch from every dataset per step: ``{name: batch}`` (Algorithm 1).
 
-    A plain object (not a dict) so that Lightning treats it as a single iterable and does
-    not try to flatten the datasets' loaders, whatever their type.
+    A plain object (not a dict, not Lightning's ``CombinedLoader``) so that Lightning
+    treats it as a single iterable and leaves the datasets' loaders alone. Given a
+    ``CombinedLoader``, Lightning prepares each loader in it: it calls the samplers'
+    ``set_epoch`` (the ISPRS crop sampler seeds its stream with ``seed + epoch``, so the
+    crops would no longer be those of each dataset's per-epoch seed, :func:`mix_seed`),
+    adds its worker seeding and warns about worker counts; and a ``CombinedLoader``
+    wrapped in a plain object only knows its length once its loaders' iterators (and
+    workers) have been started.
     """
 
     def __init__(self, loaders: dict[str, Iterable[dict[str, Any]]]) -> None:
@@ -246,9 +266,7 @@ class SemiMTLModule(pl.LightningModule):
                 self.generator.parameters(), lr=o.lr, momentum=o.momentum,
                 weight_decay=o.weight_decay,
             )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt_g, poly_lambda(self.cfg.trainer.max_steps, o.poly_power)
-        )
+        sched = poly_schedule(opt_g, self.cfg.trainer.max_steps, o.poly_power)
         opt_d = None
         if len(self.discriminators):
             opt_d = torch.optim.Adam(
@@ -261,9 +279,7 @@ class SemiMTLModule(pl.LightningModule):
         power = self.cfg.optim.d_poly_power
         if power is None:
             return None
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt_d, poly_lambda(self.cfg.trainer.max_steps, power)
-        )
+        return poly_schedule(opt_d, self.cfg.trainer.max_steps, power)
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's flexible return type
         """Lightning hook: optimisers and the (manually stepped) poly schedules."""

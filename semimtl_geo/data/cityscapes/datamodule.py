@@ -16,6 +16,7 @@ from semimtl_geo.data.datamodule import EvalSample, register_datamodule
 from semimtl_geo.data.streetview.base import StreetViewDataset
 from semimtl_geo.data.streetview.datamodule import StreetViewDataModule
 from semimtl_geo.errors import UserError
+from semimtl_geo.tasks import TASKS
 
 
 @register_datamodule
@@ -48,7 +49,7 @@ class CityscapesDataModule(StreetViewDataModule):
             "seg": (root / "gtFine" / split).is_dir(),
             "height": (root / "disparity" / split).is_dir() and (root / "camera" / split).is_dir(),
         }
-        return tuple(t for t in ("seg", "height") if on_disk[t]) or tasks
+        return tuple(t for t in TASKS if on_disk[t]) or tasks
 
     def eval_samples(self, split: str) -> Iterator[EvalSample]:
         """Full frames of ``split``; none for ``cityscapes_extra`` (see the module docstring)."""

@@ -477,8 +477,7 @@ def render_bands(rng: np.random.Generator, scene: Scene, gsd: float, style: str,
 
 def color_labels(classes: np.ndarray, boundary_px: int = 0) -> np.ndarray:
     """RGB color label image (HxWx3 uint8); ``boundary_px > 0`` blacks out class edges."""
-    colours = np.array(isprs.CLASSES.colors, np.uint8)
-    rgb = colours[classes]
+    rgb = isprs.CLASSES.colorize(classes)
     if boundary_px > 0:
         edge = np.zeros(classes.shape, bool)
         for k in range(1, boundary_px + 1):

@@ -33,6 +33,7 @@ from torchgeo.datasets import NonGeoDataset
 
 from semimtl_geo.classes import CITYSCAPES_CLASSES
 from semimtl_geo.errors import UserError
+from semimtl_geo.tasks import TASKS
 
 DepthTarget = Literal["depth", "inverse_depth"]
 DEPTH_TARGETS: tuple[str, ...] = ("depth", "inverse_depth")
@@ -216,7 +217,7 @@ class StreetViewDataset(NonGeoDataset, abc.ABC):
         scale_range: Sequence[float] | None = None,
     ) -> None:
         tasks = tuple(tasks)
-        unknown = [t for t in tasks if t not in ("seg", "height")]
+        unknown = [t for t in tasks if t not in TASKS]
         if unknown:
             raise UserError(f"Unknown task(s) {unknown}; use 'seg' and/or 'height' (or none).")
         if depth_target not in DEPTH_TARGETS:

@@ -47,6 +47,7 @@ from semimtl_geo.data.streetview.base import (
     StreetViewDataset,
 )
 from semimtl_geo.errors import UserError
+from semimtl_geo.tasks import TASKS
 
 OPTIONS = ("split", "size", "depth_target", "depth_scale", "max_depth", "cities")
 
@@ -150,7 +151,7 @@ class StreetViewDataModule(DataModule):
     ) -> StreetViewDataset:
         """Build the dataset of this entry for ``split`` with the labels of ``tasks``."""
         opts = self.options()
-        tasks = tuple(t for t in ("seg", "height") if t in set(tasks))
+        tasks = tuple(t for t in TASKS if t in set(tasks))
         kw = dict(self._common(opts), crop_size=crop_size, flip=flip, mean=tuple(mean),
                   std=tuple(std), scale_range=scale_range)
         return self.build_dataset(split, tasks, opts, **kw)

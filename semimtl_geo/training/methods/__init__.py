@@ -6,12 +6,16 @@
   :mod:`~.jtl`, :mod:`~.semisd` -- the baselines of REFERENCE.md section 1;
 * :mod:`~.semimtl` -- SemiMTL's domain-aware adversarial learning.
 
-Adding a method: subclass :class:`Method` (override the hooks that differ), decorate it
-with :func:`register_method` and import its module here (or anywhere before the config
-is loaded); ``method: <name>`` then works in configs and ``--method <name>`` on the CLI.
+Adding a method: a new module in this folder with one subclass of :class:`Method`
+(overriding the hooks that differ) decorated with :func:`register_method`, plus a config
+file naming it. Every module here is imported (registered) with the package, so
+``method: <name>`` then works in configs and ``--method <name>`` on the CLI; nothing else
+lists the methods. A class defined elsewhere registers the same way once its module is
+imported before the config is loaded.
 """
 
 import importlib
+import pkgutil
 
 from semimtl_geo.training.methods.base import (
     METHOD_LABELS,
@@ -37,10 +41,21 @@ from semimtl_geo.training.methods.base import (
     unregister_method,
 )
 
-#: Built-in method modules, imported (registered) in the order of the paper's tables.
+#: The paper's methods, registered first and in the order of its tables (CLI choices and
+#: table rows follow the registry's order); other modules here follow by name.
 BUILTIN = ("stl", "da", "jtl", "semisd", "semimtl")
-for _module in BUILTIN:
-    importlib.import_module(f"{__name__}.{_module}")
+
+
+def import_method_modules() -> list[str]:
+    """Import every method module of this package (built-ins first); returns their names."""
+    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
+    names = [*BUILTIN, *(name for name in found if name not in BUILTIN)]
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
+    return names
+
+
+import_method_modules()
 
 __all__ = [
     "METHOD_LABELS",
@@ -56,6 +71,7 @@ __all__ = [
     "generator_terms",
     "get_method",
     "height_target",
+    "import_method_modules",
     "method_label",
     "method_names",
     "method_uses_mode",
