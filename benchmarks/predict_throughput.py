@@ -220,14 +220,34 @@ def run_baseline(args: argparse.Namespace) -> dict:
             "engine": "eager fp32, batch 1"}
 
 
+def set_cli_environment() -> str:
+    """Set the environment the imported version's CLI entry point sets, before torch loads.
+
+    Versions with :mod:`semimtl_geo.process_env` set its defaults (GDAL cache and
+    OpenMP's passive wait policy); older ones (the ``ref`` case at b845855) set only
+    GDAL's two variables in ``cli/main.py``, which is what is set for them here.
+    """
+    try:
+        from semimtl_geo.process_env import set_process_defaults
+    except ImportError:
+        os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+        os.environ.setdefault("GDAL_CACHEMAX", "512")
+        return "GDAL_CACHEMAX=512 (no process_env)"
+    set_process_defaults()
+    return f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+
+
 def child(args: argparse.Namespace) -> None:
-    os.environ.setdefault("GDAL_CACHEMAX", "512")  # as the CLI entry point sets it
+    env = set_cli_environment() if args.case != "baseline" else "GDAL_CACHEMAX=512"
+    if args.case == "baseline":
+        os.environ.setdefault("GDAL_CACHEMAX", "512")
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_baseline(args) if args.case == "baseline" else run_ours(args)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["env"] = env
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -329,6 +349,7 @@ def main() -> None:
                        "peak_rss_mb": round(res["peak_rss_mb"], 1),
                        "load_before": res["load_before"],
                        "ref_commit": commit if case == "ref" else "",
+                       "env": res.get("env", ""),
                        "cpu": platform.processor() or platform.machine(),
                        "threads": args.threads or os.cpu_count()}
                 rows.append(row)

@@ -16,10 +16,11 @@ import click
 from semimtl_geo import __version__
 from semimtl_geo.errors import UserError
 from semimtl_geo.outputs import is_write_error, write_error
+from semimtl_geo.process_env import set_process_defaults
 
-# GDAL defaults for cloud-optimised reads, set once before rasterio is imported anywhere.
-os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-os.environ.setdefault("GDAL_CACHEMAX", "512")
+# GDAL and OpenMP defaults, set once before torch or rasterio is imported anywhere (the
+# imports above load neither).
+set_process_defaults()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
