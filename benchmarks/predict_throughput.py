@@ -227,12 +227,16 @@ def set_cli_environment() -> str:
     OpenMP's passive wait policy); older ones (the ``ref`` case at b845855) set only
     GDAL's two variables in ``cli/main.py``, which is what is set for them here.
     """
-    try:
-        from semimtl_geo.process_env import set_process_defaults
-    except ImportError:
+    import semimtl_geo
+
+    # Looked up in the imported package's own folder: the editable install's finder
+    # would otherwise supply this checkout's module to the ref's package.
+    if not (Path(semimtl_geo.__file__).parent / "process_env.py").is_file():
         os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
         os.environ.setdefault("GDAL_CACHEMAX", "512")
         return "GDAL_CACHEMAX=512 (no process_env)"
+    from semimtl_geo.process_env import set_process_defaults
+
     set_process_defaults()
     return f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
 
