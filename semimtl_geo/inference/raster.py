@@ -33,6 +33,7 @@ from semimtl_geo.inference.windows import make_grid
 from semimtl_geo.inference.writers import (
     OutputRaster,
     class_raster,
+    commit_all,
     confidence_raster,
     confidence_to_file,
     height_raster,
@@ -355,8 +356,7 @@ def _predict_into(
 
         run_sliding_windows(grid, _reader(src, name, mapping), predictor, sink,
                             batch_size=batch_size, keep_probs=confidence, on_windows=on_windows)
-        for writer in writers:
-            writer.commit()
+        commit_all(writers)
     except BaseException as exc:
         for writer in writers:
             writer.discard()

@@ -24,6 +24,8 @@ skewed transforms, and no CRS at all).
 import json
 import os
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -145,6 +147,23 @@ class OutputRaster:
     ) -> None:
         if exc_type is not None:
             self.discard()
+
+
+def commit_all(rasters: Sequence[OutputRaster]) -> None:
+    """Commit several rasters at the same time, one thread each (GDAL releases the GIL).
+
+    Each conversion has a single-threaded part (reading, overviews: ``MODE`` on the
+    class raster is the slowest) that can run beside the other's compression. Every
+    commit runs to its end; then the first error, if any, is raised.
+    """
+    if len(rasters) <= 1:
+        for raster in rasters:
+            raster.commit()
+        return
+    with ThreadPoolExecutor(max_workers=len(rasters), thread_name_prefix="semimtl-cog") as pool:
+        futures = [pool.submit(raster.commit) for raster in rasters]
+    for future in futures:
+        future.result()
 
 
 def class_raster(
