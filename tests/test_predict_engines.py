@@ -12,7 +12,11 @@ from semimtl_geo.checkpoint import load_model_checkpoint
 from semimtl_geo.cli.main import main
 from semimtl_geo.errors import UserError
 from semimtl_geo.inference import engines, predict_array
-from semimtl_geo.inference.engine import _argmax_classes
+from semimtl_geo.inference.engine import (
+    _argmax_classes,
+    _argmax_classes_numpy,
+    _argmax_classes_torch,
+)
 from semimtl_geo.inference.engines import Engine, float32_outputs, resolve_engine
 from semimtl_geo.inference.parallel import worker_devices
 
@@ -166,14 +170,28 @@ def test_devices_spread_inputs_over_cpu_workers(tmp_path, ckpt, capsys):
     assert not [p for p in (tmp_path / "par").iterdir() if p.name.startswith(".")]
 
 
-def test_argmax_of_class_sums_matches_torch_with_ties():
+@pytest.mark.parametrize("argmax", [_argmax_classes, _argmax_classes_numpy,
+                                    _argmax_classes_torch])
+def test_argmax_of_class_sums_matches_torch_with_ties(argmax):
     gen = torch.Generator().manual_seed(3)
     sums = torch.randint(0, 4, (6, 9, 11), generator=gen).float()  # many ties
     sums[:, 0, 0] = 2.0  # all equal: the first class, as torch.argmax
     for view in (sums, sums[:, 2:7, 3:], sums[:1]):
-        got = _argmax_classes(view)
+        got = argmax(view)
         assert got.dtype == torch.uint8
         assert torch.equal(got, view.argmax(0).to(torch.uint8))
+    wide = torch.randint(0, 3, (40, 5, 7), generator=gen).float()  # 40 classes
+    assert torch.equal(argmax(wide), wide.argmax(0).to(torch.uint8))
+
+
+def test_argmax_of_class_sums_with_nan_gives_the_last_class_on_every_path():
+    """A NaN sum makes the maximum NaN, equal to nothing: the last class, as before."""
+    sums = torch.rand(6, 4, 4)
+    sums[2, 1, 1] = float("nan")
+    for argmax in (_argmax_classes_numpy, _argmax_classes_torch):
+        got = argmax(sums)
+        assert got[1, 1] == 5
+        assert torch.equal(got[0], sums[:, 0].argmax(0).to(torch.uint8))
 
 
 def test_engines_hand_back_float32_nchw(ckpt):

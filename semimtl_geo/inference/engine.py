@@ -98,13 +98,45 @@ def _read_plan(grid: WindowGrid) -> list[tuple[int, int]]:
 def _argmax_classes(sums: torch.Tensor) -> torch.Tensor:
     """Per-pixel index of the largest of ``K x h x W`` class sums (uint8; ties: lowest).
 
-    The maximum first, then one comparison per class from the last to the first: less
-    CPU time than ``argmax`` over a strided class dimension or a transposed copy.
+    The maximum first, then for each class from ``K - 2`` down to 0 an equality mask
+    turned into ``k`` where equal and 255 elsewhere (``(eq - 1) | k`` in uint8), kept by an
+    element-wise minimum: the lowest class equal to the maximum, else ``K - 1`` (also
+    where the maximum is NaN). Every step is a vectorised uint8 or float operation; the
+    masked fills used before are scalar loops (36 ms vs 6 ms for 6 x 256 x 6000 on
+    one thread, identical classes). On the CPU the steps run in NumPy (``np.equal`` into
+    a bool buffer is 4x faster than torch's), elsewhere in torch on the device.
     """
+    if sums.device.type == "cpu":
+        return _argmax_classes_numpy(sums)
+    return _argmax_classes_torch(sums)
+
+
+def _argmax_classes_numpy(sums: torch.Tensor) -> torch.Tensor:
+    """:func:`_argmax_classes` of CPU tensors, in NumPy."""
+    num = sums.shape[0]
+    values, top = sums.numpy(), sums.amax(0).numpy()
+    classes = np.full(top.shape, num - 1, np.uint8)
+    equal = np.empty(top.shape, bool)
+    mark = equal.view(np.uint8)
+    for k in range(num - 2, -1, -1):
+        np.equal(values[k], top, out=equal)
+        np.subtract(mark, 1, out=mark)  # equal -> 0, else 255
+        np.bitwise_or(mark, k, out=mark)  # equal -> k, else 255
+        np.minimum(classes, mark, out=classes)
+    return torch.from_numpy(classes)
+
+
+def _argmax_classes_torch(sums: torch.Tensor) -> torch.Tensor:
+    """:func:`_argmax_classes` in torch on any device."""
+    num = sums.shape[0]
     best = sums.amax(0)
-    classes = torch.full(best.shape, sums.shape[0] - 1, dtype=torch.uint8, device=sums.device)
-    for k in range(sums.shape[0] - 2, -1, -1):
-        classes.masked_fill_(sums[k] == best, k)
+    classes = torch.full(best.shape, num - 1, dtype=torch.uint8, device=sums.device)
+    equal = torch.empty(best.shape, dtype=torch.bool, device=sums.device)
+    mark = equal.view(torch.uint8)
+    for k in range(num - 2, -1, -1):
+        torch.eq(sums[k], best, out=equal)
+        mark.sub_(1).bitwise_or_(k)
+        torch.minimum(classes, mark, out=classes)
     return classes
 
 
