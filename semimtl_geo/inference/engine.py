@@ -342,7 +342,10 @@ class _Accumulators:
             cls = torch.empty((count, width), dtype=torch.uint8, device=dev)
             for acc_rows, band_rows in pieces:
                 cls[band_rows] = _argmax_classes(sums[:, acc_rows])
-            cls.masked_fill_(~ok, IGNORE_INDEX)
+            if IGNORE_INDEX == 255:  # ok - 1 is 0 where valid, 255 where not (uint8)
+                cls.bitwise_or_(ok.view(torch.uint8) - 1)  # vectorised, unlike masked_fill_
+            else:
+                cls.masked_fill_(~ok, IGNORE_INDEX)
             out.classes = cls.cpu().numpy()
             if self.keep_probs:
                 probs = torch.empty((sums.shape[0], count, width), dtype=torch.float32,
@@ -359,8 +362,8 @@ class _Accumulators:
             out.height = height.cpu().numpy()
         self.sink(out)
         for acc_rows, _ in pieces:  # finished rows start the band's next rows at zero
-            acc_w[acc_rows] = 0
+            acc_w[acc_rows].zero_()
             if acc_h is not None:
-                acc_h[acc_rows] = 0
+                acc_h[acc_rows].zero_()
             if sums is not None:
-                sums[:, acc_rows] = 0
+                sums[:, acc_rows].zero_()
