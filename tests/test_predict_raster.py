@@ -445,3 +445,52 @@ def test_cog_overviews_from_an_uncompressed_temporary_are_the_same_file(
     with rasterio.open(tmp_path / "new.tif") as new:
         assert new.overviews(1) == [2, 4] and new.compression.name.lower() == "zstd"
     assert (tmp_path / "new.tif").read_bytes() == (tmp_path / "default.tif").read_bytes()
+
+
+def _small_output(path: Path, dtype: str, resampling: str):
+    from semimtl_geo.inference.writers import OutputRaster
+
+    data = textured(600, 700, count=1)[0]
+    data = (data % 6).astype(dtype) if dtype == "uint8" else data.astype(dtype) * 0.37
+    out = OutputRaster(path, 700, 600, UTM33, Affine(0.09, 0, 500000.0, 0, -0.09, 5800000.0),
+                       dtype, 255, resampling)
+    out.write_rows(0, data)
+    return out
+
+
+def test_commit_all_converts_at_once_the_same_bytes_as_one_by_one(tmp_path):
+    from semimtl_geo.inference.writers import commit_all
+
+    for folder in ("seq", "par"):
+        (tmp_path / folder).mkdir()
+    seq = [_small_output(tmp_path / "seq" / "c.tif", "uint8", "MODE"),
+           _small_output(tmp_path / "seq" / "h.tif", "float32", "AVERAGE")]
+    for out in seq:
+        out.commit()
+    commit_all([_small_output(tmp_path / "par" / "c.tif", "uint8", "MODE"),
+                _small_output(tmp_path / "par" / "h.tif", "float32", "AVERAGE")])
+    for name in ("c.tif", "h.tif"):
+        assert (tmp_path / "par" / name).read_bytes() == (tmp_path / "seq" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "par").iterdir()) == ["c.tif", "h.tif"]
+
+
+def test_commit_all_finishes_every_commit_then_raises_the_first_error(tmp_path, monkeypatch):
+    from semimtl_geo.inference.writers import OutputRaster, commit_all
+
+    real = OutputRaster.commit
+
+    def commit(self):
+        if self.path.name == "h.tif":
+            self.dst.close()
+            raise OSError(28, "No space left on device", str(self.path))
+        return real(self)
+
+    monkeypatch.setattr(OutputRaster, "commit", commit)
+    outs = [_small_output(tmp_path / "h.tif", "float32", "AVERAGE"),
+            _small_output(tmp_path / "c.tif", "uint8", "MODE")]
+    with pytest.raises(OSError, match="No space"):
+        commit_all(outs)
+    assert (tmp_path / "c.tif").is_file()  # the other conversion ran to its end
+    for out in outs:
+        out.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif"]

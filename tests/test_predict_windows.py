@@ -548,3 +548,57 @@ def test_grid_edges_one_pixel_smallest_patch_and_odd_resampling():
     assert (g.win_h, g.model_h) == (33, 100)  # round(100 / 3) = 33 px, not 33 * 3 -> 104
     g = make_grid(10, 10, 8, 0.0, scale=10.0)  # patch / scale = 0.8 px: one input pixel
     assert (g.win_h, g.model_h, g.mode) == (1, 8, "resize")
+
+
+def _blend_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("semimtl-blend")]
+
+
+def test_a_sink_error_in_the_blending_thread_stops_the_run_and_reaches_the_caller():
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded())
+    image = textured(400, 90)
+    grid = make_grid(400, 90, 64, 0.5)
+    emitted = []
+
+    def sink(rows):
+        emitted.append(rows.row_start)
+        if len(emitted) == 2:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 90), bool)),
+                            predictor, sink, batch_size=1)
+    assert len(emitted) == 2  # nothing reached the sink after the error
+    assert not _blend_threads()
+
+
+def test_an_error_in_the_model_call_cancels_the_queued_blending(monkeypatch):
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded())
+    image = textured(400, 90)
+    grid = make_grid(400, 90, 64, 0.5)
+    calls, emitted = {"n": 0}, []
+    original = predictor.forward_windows
+
+    def flaky(windows, grid, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(windows, grid, **kwargs)
+
+    monkeypatch.setattr(predictor, "forward_windows", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 90), bool)),
+                            predictor, lambda rows: emitted.append(rows.row_start),
+                            batch_size=1)
+    done = list(emitted)
+    assert not _blend_threads()  # the thread has ended: nothing can reach the sink later
+    assert emitted == done and len(done) < len(grid.row_starts)
+    assert done == sorted(done)
