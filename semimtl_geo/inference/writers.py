@@ -4,7 +4,8 @@ Rows arrive top to bottom from the sliding-window engine and are written into an
 uncompressed tiled GeoTIFF under a hidden temporary name in the output folder (so pixels
 are compressed once, not once there and again in the COG). :meth:`OutputRaster.commit`
 converts it with GDAL's COG driver (internal tiles, ZSTD with a predictor, overviews;
-compression and overviews on all CPU cores, GDAL ``NUM_THREADS``) into a second temporary
+compression and overviews on all CPU cores, GDAL ``NUM_THREADS``; the outputs of one input
+at the same time, :func:`commit_all`) into a second temporary
 file that :func:`semimtl_geo.atomic.atomic_output` renames over the final name, so the
 final name only ever holds a complete file; :meth:`OutputRaster.discard` (or leaving the
 ``with`` block with an exception) deletes the temporaries. A run killed with SIGKILL can
