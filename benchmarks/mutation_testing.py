@@ -29,7 +29,11 @@ equivalent (no input can tell them apart from the original) are annotated in
 from __future__ import annotations
 
 import argparse
+import ast
+import datetime
+import difflib
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -608,7 +612,7 @@ def _copy_tree(dest: Path, keep_mutants: bool = False) -> None:
     """
     if dest.exists():
         for child in dest.iterdir():
-            if keep_mutants and child.name == "mutants":
+            if keep_mutants and child.name in ("mutants", "runs.json"):
                 continue
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     files = subprocess.run(
@@ -622,6 +626,57 @@ def _copy_tree(dest: Path, keep_mutants: bool = False) -> None:
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, out)
+
+
+#: Decorators that make mutmut skip a function (it mutates undecorated functions only:
+#: ``run_sliding_windows`` and ``forward_windows`` are under ``torch.inference_mode()``).
+#: In the scratch copy the decorator is applied after the definition instead
+#: (``f = deco(f)``): mutmut mutates the body and the function still runs decorated.
+#: Not unwrapped: ``functools.lru_cache`` (a cache filled before the fork would hide the
+#: mutants) and ``property``.
+UNWRAP = ("torch.inference_mode()", "contextmanager")
+
+
+def unwrap_decorators(source: str) -> str:
+    """Move each :data:`UNWRAP` decorator of ``source`` below its function as ``f = deco(f)``."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    edits = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and len(
+                node.decorator_list) == 1:
+            deco = ast.get_source_segment(source, node.decorator_list[0])
+            if deco in UNWRAP:
+                edits.append((node.decorator_list[0].lineno, node.end_lineno, node.col_offset,
+                              node.name, deco))
+    for deco_line, end, col, name, deco in sorted(edits, reverse=True):
+        lines.insert(end, " " * col + f"{name} = {deco}({name})\n")
+        del lines[deco_line - 1]
+    return "".join(lines)
+
+
+def _unwrapped_names(path: Path) -> list[str]:
+    """Names of the functions :func:`unwrap_decorators` re-decorated in ``path``."""
+    decorators = "|".join(map(re.escape, UNWRAP))
+    return re.findall(rf"^\s*(\w+) = (?:{decorators})\(\1\)$", path.read_text(), flags=re.M)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def _record_run(dest: Path, group: Group, argv: list[str]) -> None:
+    """Append when, on which commit and with which command the group ran (``runs.json``)."""
+    dirty = _git("status", "--porcelain", "--", "semimtl_geo", "tests")
+    entry = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": bool(dirty),
+        "command": "python benchmarks/mutation_testing.py " + " ".join(argv),
+    }
+    path = dest / "runs.json"
+    runs = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps([*runs, entry], indent=2) + "\n")
 
 
 def _toml_list(items: list[str]) -> str:
@@ -670,8 +725,37 @@ def _survivors(group: Group) -> list[str]:
     return names
 
 
+def _unchecked(group: Group) -> list[str]:
+    """Mutants of an earlier run of the group that have no verdict yet."""
+    names = []
+    for rel in group.files:
+        meta = WORK / group.name / "mutants" / (rel + ".meta")
+        if meta.exists():
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            names += [k for k, v in codes.items() if v is None]
+    if group.mutants:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in group.mutants)]
+    return names
+
+
+def _sample(names: list[str], fraction: float, seed: int) -> list[str]:
+    """A seeded random ``fraction`` of ``names``, drawn per function (at least one each)."""
+    import random
+
+    by_function: dict[str, list[str]] = {}
+    for name in sorted(names):
+        by_function.setdefault(re.sub(r"__mutmut_\d+$", "", name), []).append(name)
+    rng = random.Random(seed)
+    chosen = []
+    for function in sorted(by_function):
+        members = by_function[function]
+        chosen += rng.sample(members, max(1, round(fraction * len(members))))
+    return sorted(chosen)
+
+
 def run_group(group: Group, max_children: int, timeout: float, incremental: bool,
-              survivors_only: bool) -> None:
+              survivors_only: bool, argv: list[str], patterns: list[str] | None = None,
+              sample: float | None = None, seed: int = 0) -> None:
     dest = WORK / group.name
     selection = list(group.mutants)
     if survivors_only:
@@ -679,8 +763,38 @@ def run_group(group: Group, max_children: int, timeout: float, incremental: bool
         if not selection:
             print(f"[{group.name}] no survivors to re-run", flush=True)
             return
-    _copy_tree(dest, keep_mutants=incremental or survivors_only)
+    if sample is not None:
+        # only mutants an earlier run of the group generated and left without a verdict
+        selection = _sample(_unchecked(group), sample, seed)
+    if patterns:
+        if survivors_only or sample is not None:
+            selection = [n for n in selection if any(fnmatch.fnmatch(n, p) for p in patterns)]
+        else:  # mutmut matches the patterns itself, after generating the mutants
+            selection = list(patterns)
+    if (sample is not None or patterns) and not selection:
+        print(f"[{group.name}] no mutants selected", flush=True)
+        return
+    keep = incremental or survivors_only
+    if not keep and (dest / "runs.json").exists():
+        (dest / "runs.json").unlink()  # a fresh run: earlier verdicts are dropped
+    _copy_tree(dest, keep_mutants=keep)
+    for rel in group.files:
+        path = dest / rel
+        text = path.read_text()
+        if unwrap_decorators(text) != text:
+            path.write_text(unwrap_decorators(text))
     _configure(dest, group)
+    # mutmut maps tests to functions once and, on a re-run, only for new tests: a function
+    # that was not mutated before (a newly unwrapped one) would get no tests. Collect the
+    # map afresh then (the verdicts of unchanged functions are kept all the same).
+    stats = dest / "mutants" / "mutmut-stats.json"
+    if stats.exists():
+        mapped = json.loads(stats.read_text())["tests_by_mangled_function_name"]
+        for rel in group.files:
+            for name in _unwrapped_names(dest / rel):
+                if not any(k.endswith(("x_" + name, "ǁ" + name)) for k in mapped):
+                    stats.unlink(missing_ok=True)
+    _record_run(dest, group, argv)
     cmd = [*_mutmut(), "run", "--max-children", str(max_children), *selection]
     shown = cmd[:4] + ([f"<{len(selection)} mutants>"] if selection else [])
     print(f"[{group.name}] {' '.join(shown)} (in {dest})", flush=True)
@@ -696,13 +810,34 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           255: "timeout", 37: "type check", None: "not checked"}
 
 
+@functools.cache
+def _mutant_functions(path: Path) -> dict[str, list[str]]:
+    """Source lines of every function in a mutmut output file, by (mangled) name."""
+    source = path.read_text()
+    lines = source.splitlines()
+    return {node.name: lines[node.lineno - 1:node.end_lineno]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
 def _mutated_line(dest: Path, name: str) -> tuple[str, str]:
-    """Return (original line, mutated line) of a mutant, from ``mutmut show``."""
-    out = subprocess.run([*_mutmut(), "show", name], cwd=dest, env=_env(),
-                         capture_output=True, text=True).stdout
-    minus = [line[1:].strip() for line in out.splitlines()
+    """Return (original line, mutated line) of a mutant: its function diffed against the
+    original copy mutmut keeps beside it (what ``mutmut show`` prints, without starting
+    mutmut once per mutant)."""
+    module, _, mangled = name.rpartition(".")
+    path = dest / "mutants" / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    funcs = _mutant_functions(path)
+    base = re.sub(r"__mutmut_\d+$", "", mangled)
+    plain = base.rpartition("ǁ")[2] if "ǁ" in base else base.removeprefix("x_")
+    orig = [line.replace(base + "__mutmut_orig", plain, 1)
+            for line in funcs.get(base + "__mutmut_orig", [])]
+    mutated = [line.replace(mangled, plain, 1) for line in funcs.get(mangled, [])]
+    diff = list(difflib.unified_diff(orig, mutated, n=0, lineterm=""))
+    minus = [line[1:].strip() for line in diff
              if line.startswith("-") and not line.startswith("---")]
-    plus = [line[1:].strip() for line in out.splitlines()
+    plus = [line[1:].strip() for line in diff
             if line.startswith("+") and not line.startswith("+++")]
     return " / ".join(minus), " / ".join(plus)
 
@@ -717,13 +852,22 @@ def _function(name: str) -> str:
 def read_group(group: Group) -> dict:
     dest = WORK / group.name
     codes: dict[str, int | None] = {}
+    file_of: dict[str, str] = {}
     for rel in group.files:
         meta = dest / "mutants" / (rel + ".meta")
         if meta.exists():
-            codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+            file_codes = json.loads(meta.read_text())["exit_code_by_key"]
+            codes.update(file_codes)
+            file_of.update(dict.fromkeys(file_codes, rel))
     if group.mutants:
         codes = {k: v for k, v in codes.items()
                  if any(fnmatch.fnmatch(k, p) for p in group.mutants)}
+    per_file = {}
+    for rel in group.files:
+        mine = [STATUS.get(c, "suspicious") for k, c in codes.items() if file_of[k] == rel]
+        killed_here = sum(1 for c in mine if c in ("killed", "timeout"))
+        per_file[rel] = {"total": len(mine), "killed": killed_here,
+                         "score": 100.0 * killed_here / len(mine) if mine else float("nan")}
     counts: dict[str, int] = {}
     survivors = []
     done = ("killed", "timeout")
@@ -747,8 +891,16 @@ def read_group(group: Group) -> dict:
     equivalent = sum(1 for s in survivors if s["equivalent"])
     cuda_only = sum(1 for s in survivors if s["cuda_only"] and not s["equivalent"])
     not_run = counts.get("not checked", 0)
+    for s in survivors:
+        file_stats = per_file[file_of[s["mutant"]]]
+        file_stats["equivalent"] = file_stats.get("equivalent", 0) + bool(s["equivalent"])
+        file_stats["cuda_only"] = file_stats.get("cuda_only", 0) + bool(
+            s["cuda_only"] and not s["equivalent"])
+    runs_file = dest / "runs.json"
     return {
         "group": group.name, "files": group.files, "tests": group.tests,
+        "runs": json.loads(runs_file.read_text()) if runs_file.exists() else [],
+        "per_file": per_file,
         "total": total, "killed": killed, "counts": counts,
         "score": 100.0 * killed / total if total else float("nan"),
         "equivalent": equivalent,
@@ -810,6 +962,24 @@ def write_report(groups: list[dict], planted: list[dict] | None) -> None:
             f"{g['killed']} | {g['score']:.1f} % | {g['equivalent']} | {g['cuda_only']} | "
             f"{g['not_run']} | {g['gaps']} | {g['score_without_equivalent']:.1f} % |"
         )
+    lines += ["", "Per module (score = killed / generated in that file):", "",
+              "| module | group | mutants | killed | score | equivalent | CUDA only |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for g in groups:
+        for rel, f in (g.get("per_file") or {}).items():
+            lines.append(f"| `{rel}` | {g['group']} | {f['total']} | {f['killed']} | "
+                         f"{f['score']:.1f} % | {f.get('equivalent', 0)} | "
+                         f"{f.get('cuda_only', 0)} |")
+    lines += ["", "When each group was measured (UTC; the commit the scratch copy was taken "
+              "from, and whether sources or tests had uncommitted changes):", ""]
+    for g in groups:
+        runs = g.get("runs") or []
+        if not runs:
+            lines.append(f"- {g['group']}: {g.get('measured', 'not recorded')}")
+        for r in runs:
+            extra = " + uncommitted changes" if r["uncommitted_changes"] else ""
+            lines.append(f"- {g['group']}: {r['date']}, commit {r['commit']}{extra}: "
+                         f"`{r['command']}`")
     lines += ["", "Test selection per group:", ""]
     for g in groups:
         lines.append(f"- {g['group']}: " + ", ".join(f"`{t}`" for t in g["tests"]))
@@ -866,12 +1036,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-planted", action="store_true", help="skip the planted bugs")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-read the scratch folders and write the report")
+    parser.add_argument("--mutants", nargs="+", metavar="PATTERN",
+                        help="run only the mutants matching these fnmatch patterns (among "
+                             "--survivors-only / --sample when given), verdicts or not, e.g. "
+                             "'semimtl_geo.inference.engine.x__ring_pieces*'")
+    parser.add_argument("--sample", type=float, metavar="FRACTION",
+                        help="run a seeded random FRACTION (per function) of the mutants an "
+                             "earlier run left unchecked; the report scores checked mutants")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
     args = parser.parse_args(argv)
     chosen = [g for g in GROUPS if g.name in args.groups]
     if not args.report_only:
         for group in chosen:
             run_group(group, args.max_children, args.timeout, args.incremental,
-                      args.survivors_only)
+                      args.survivors_only, argv if argv is not None else sys.argv[1:],
+                      args.mutants, args.sample, args.seed)
     planted = None
     planted_file = RESULTS / "mutation_planted.json"
     if not args.no_planted and not args.report_only:
@@ -880,8 +1059,14 @@ def main(argv: list[str] | None = None) -> int:
         planted_file.write_text(json.dumps(planted, indent=2) + "\n")
     elif planted_file.exists():
         planted = json.loads(planted_file.read_text())
-    # keep earlier groups' results when only some groups were re-run
+    # keep earlier groups' results when only some groups were re-run; a group with no
+    # scratch folder here keeps the figures (and measurement note) of the committed report
     done = {g.name: read_group(g) for g in GROUPS if (WORK / g.name / "mutants").exists()}
+    previous = RESULTS / "mutation.json"
+    if previous.exists():
+        for old in json.loads(previous.read_text())["groups"]:
+            if old["group"] not in done and old["group"] in {g.name for g in GROUPS}:
+                done[old["group"]] = old
     write_report([done[g.name] for g in GROUPS if g.name in done], planted)
     bad = [g for g in done.values() if g["score"] < 90.0]
     return 1 if bad or any(p["result"] != "caught" for p in planted or []) else 0

@@ -1,12 +1,15 @@
 """Numeric engines agree with eager float32; --engine; predict --devices N."""
 
 import re
+import sys
+import warnings
 
 import numpy as np
 import pytest
 import rasterio
 import torch
 from _predict_helpers import textured, tiny_checkpoint, write_raster
+from torch import nn
 
 from semimtl_geo.checkpoint import load_model_checkpoint
 from semimtl_geo.cli.main import main
@@ -222,3 +225,200 @@ def test_cuda_pipeline_matches_cpu(ckpt, reference):
     out = predict_array(load_model_checkpoint(ckpt), image, device="cuda", engine="bf16")
     agree, mad = _agreement(out, ref)
     assert agree >= MIN_CLASS_AGREEMENT and mad <= MAX_HEIGHT_MAD_M
+
+
+class _PoolNet(nn.Module):
+    """Two heads on a conv body with a PSP-like 3x3 pooling branch (3 does not divide 16).
+
+    Small enough that an ONNX export takes well under a second; the adaptive pool has no
+    ONNX form unless the exporter's copy is frozen for the window size first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.body = nn.Conv2d(2, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.heads = nn.ModuleDict({"seg": nn.Conv2d(4, 3, 1), "height": nn.Conv2d(4, 1, 1)})
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = torch.relu(self.body(x))
+        f = f + nn.functional.interpolate(self.pool(f), size=f.shape[-2:], mode="nearest")
+        return {t: head(f) for t, head in self.heads.items()}
+
+
+def test_onnx_engine_matches_the_network_per_window_size_and_batch():
+    net = _PoolNet().eval()
+    engine = Engine(net, torch.device("cpu"), "onnxruntime")
+    gen = torch.Generator().manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the exporter's notices stay inside the engine
+        for shape in [(1, 2, 16, 24), (3, 2, 16, 24), (2, 2, 8, 24), (2, 2, 16, 8)]:
+            x = torch.randn(shape, generator=gen)
+            out = engine(x)
+            with torch.no_grad():
+                ref = net(x)
+            assert list(out) == ["seg", "height"]
+            for task in ("seg", "height"):
+                assert out[task].dtype == torch.float32
+                assert out[task].shape == ref[task].shape
+                torch.testing.assert_close(out[task], ref[task], rtol=1e-4, atol=1e-4)
+    # one session per window size (16x24 served batches of 1 and 3), none per batch
+    assert sorted(engine._sessions) == [(8, 24), (16, 8), (16, 24)]
+    assert isinstance(net.pool, nn.AdaptiveAvgPool2d)  # the export froze a copy
+    assert net.training is False
+
+
+def test_onnx_session_uses_the_torch_thread_count_and_full_optimisation(monkeypatch):
+    import onnxruntime as ort
+
+    seen = {}
+
+    class Spy(ort.InferenceSession):
+        def __init__(self, model, options, providers):
+            seen.update(threads=options.intra_op_num_threads,
+                        level=options.graph_optimization_level,
+                        severity=options.log_severity_level, providers=providers)
+            super().__init__(model, options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", Spy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    engines._onnx_session(_PoolNet().eval(), torch.zeros(1, 2, 16, 16))
+    assert seen == {"threads": 3, "level": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                    "severity": 3, "providers": ["CPUExecutionProvider"]}
+
+
+def test_tuple_outputs_follow_the_task_order():
+    net = _PoolNet().eval()
+    x = torch.randn(1, 2, 8, 8)
+    with torch.no_grad():
+        out = engines._TupleOutputs(net, ("height", "seg"))(x)
+        ref = net(x)
+    assert [t.shape[1] for t in out] == [1, 3]
+    assert torch.equal(out[0], ref["height"]) and torch.equal(out[1], ref["seg"])
+
+
+def test_compiled_graph_pads_short_batches_and_trims_the_outputs(monkeypatch):
+    """``compile`` keeps one static batch size: shorter batches are padded with zeros."""
+    net = _PoolNet().eval()
+    seen = []
+    calls = {}
+
+    def fake_compile(model, device):
+        calls["device"] = device
+
+        def run(x):
+            seen.append(x.shape[0])
+            return model(x)
+        return run
+
+    monkeypatch.setattr(engines, "_compiled", fake_compile)
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset({"avx2"}))  # no bf16
+    engine = Engine(net, torch.device("cpu"), "compile")
+    assert calls == {"device": torch.device("cpu")}
+    assert engine.channels_last and not engine.autocast
+    x = torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        first = engine(x)
+        short = engine(x[:2])
+        ref = net(x[:2])
+    assert seen == [3, 3]  # the 2-window batch ran padded to 3
+    assert first["seg"].shape[0] == 3 and short["seg"].shape[0] == 2
+    for task in ("seg", "height"):
+        torch.testing.assert_close(short[task], ref[task], rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert Engine(_PoolNet().eval(), torch.device("cpu"), "compile").autocast
+
+
+def test_compiled_uses_static_shapes_and_frozen_weights(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    seen = {}
+    monkeypatch.setattr(inductor_config, "freezing", False)
+    monkeypatch.setattr(torch, "compile",
+                        lambda model, **kw: seen.update(model=model, **kw) or "compiled")
+    net = _PoolNet()
+    assert engines._compiled(net, torch.device("cpu")) == "compiled"
+    assert seen == {"model": net, "dynamic": False}
+    assert inductor_config.freezing is True
+
+
+def test_auto_engine_on_cuda_follows_bf16_support(monkeypatch):
+    """``auto`` on a GPU: bf16 where CUDA supports it, else channels-last (CPU flags aside)."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert not engines.device_has_bf16(cuda)
+    assert engines.default_engine(cuda) == "channels-last"
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert engines.device_has_bf16(cuda) is True
+    assert engines.default_engine(cuda) == "bf16"
+    assert not engines.device_has_bf16(torch.device("cpu"))
+
+
+def test_engine_names_and_messages(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engines, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert resolve_engine("Channels_Last", cpu) == "channels-last"
+    assert resolve_engine("onnxruntime", cpu) == "onnxruntime"  # a declared test dependency
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no emulation warning for engines other than bf16
+        assert resolve_engine("eager", cpu) == "eager"
+    with pytest.raises(UserError) as err:
+        resolve_engine("fp8", cpu)
+    assert str(err.value) == ("Unknown engine 'fp8'; use one of auto, eager, channels-last, "
+                              "bf16, onnxruntime, compile.")
+    with pytest.raises(UserError) as err:
+        resolve_engine("onnxruntime", torch.device("cuda"))
+    assert str(err.value) == (
+        "The onnxruntime engine runs on the CPU only; use --device cpu or another --engine "
+        "(bf16, channels-last) on the GPU.")
+    with pytest.warns(UserWarning) as record:
+        resolve_engine("bf16", cpu)
+    assert str(record[0].message) == (
+        "--engine bf16 on a CPU without native bfloat16 is emulated and slow; 'auto' would "
+        "pick a faster engine.")
+    assert record[0].filename != engines.__file__  # points at the caller
+    monkeypatch.setattr(engines, "_onnxruntime_available", lambda: False)
+    with pytest.raises(UserError) as err:
+        resolve_engine("onnxruntime", cpu)
+    assert str(err.value) == (
+        "The onnxruntime engine needs the 'onnx' and 'onnxruntime' packages; install them "
+        "with pip install 'semimtl-geo[onnx]', or pick another --engine.")
+
+
+def test_onnxruntime_is_unavailable_when_either_package_is_missing(monkeypatch):
+    assert engines._onnxruntime_available()
+    for name in ("onnx", "onnxruntime"):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, name, None)  # import raises ImportError
+            assert engines._onnxruntime_available() is False
+
+
+def test_float32_outputs_wraps_the_last_conv_of_nested_heads():
+    conv = nn.Conv2d(2, 2, 1)
+    assert float32_outputs(conv) is conv  # no heads: returned as it is
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heads = nn.ModuleDict({
+                "plain": nn.Identity(),  # no convolution: left alone, the next head is not
+                "seg": nn.Sequential(nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU()),
+                                     nn.Sequential(nn.Conv2d(2, 3, 1))),
+                "height": nn.Conv2d(2, 1, 1),  # the head is a single convolution
+            })
+
+    view = float32_outputs(Net())
+    assert isinstance(view.heads["plain"], nn.Identity)
+    seg = view.heads["seg"]
+    assert isinstance(seg[1][0], engines._Float32) and isinstance(seg[0][0], nn.Conv2d)
+    assert isinstance(view.heads["height"], engines._Float32)  # was an AttributeError
+    x = torch.randn(1, 2, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = {t: view.heads[t](x) for t in ("seg", "height")}
+    assert out["seg"].dtype == out["height"].dtype == torch.float32

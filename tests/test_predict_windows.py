@@ -602,3 +602,19 @@ def test_an_error_in_the_model_call_cancels_the_queued_blending(monkeypatch):
     assert not _blend_threads()  # the thread has ended: nothing can reach the sink later
     assert emitted == done and len(done) < len(grid.row_starts)
     assert done == sorted(done)
+
+
+@pytest.mark.parametrize("origin, start, stop, size, expected", [
+    (0, 0, 5, 8, [([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])]),
+    (3, 2, 5, 8, [([5, 6, 7], [2, 3, 4])]),  # band rows 2..4 sit at 3 + 2 = 5..7: no wrap
+    (5, 0, 3, 8, [([5, 6, 7], [0, 1, 2])]),  # ends exactly at the ring's end: one piece
+    (6, 1, 6, 8, [([7], [1]), ([0, 1, 2, 3], [2, 3, 4, 5])]),  # wraps after one row
+    (4, 0, 8, 8, [([4, 5, 6, 7], [0, 1, 2, 3]), ([0, 1, 2, 3], [4, 5, 6, 7])]),
+])
+def test_ring_pieces_hand_computed(origin, start, stop, size, expected):
+    """Band row i lives in accumulator row (origin + i) % size; wrapping splits in two."""
+    from semimtl_geo.inference.engine import _ring_pieces
+
+    pieces = _ring_pieces(origin, start, stop, size)
+    acc, band = np.arange(size), np.arange(stop + size)
+    assert [(acc[a].tolist(), band[b].tolist()) for a, b in pieces] == expected

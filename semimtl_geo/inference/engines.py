@@ -202,9 +202,12 @@ def float32_outputs(model: nn.Module) -> nn.Module:
         return model
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     view = copy.deepcopy(model, shared)
-    for head in view.heads.values():
+    for task, head in list(view.heads.items()):
         convs = [n for n, m in head.named_modules() if isinstance(m, nn.Conv2d)]
         if not convs:
+            continue
+        if not convs[-1]:  # the head is a single convolution
+            view.heads[task] = _Float32(head)
             continue
         parent_name, _, attr = convs[-1].rpartition(".")
         parent = head.get_submodule(parent_name) if parent_name else head
