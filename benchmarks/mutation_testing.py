@@ -782,7 +782,11 @@ def run_group(group: Group, max_children: int, timeout: float, incremental: bool
         path = dest / rel
         text = path.read_text()
         if unwrap_decorators(text) != text:
+            stat = path.stat()
             path.write_text(unwrap_decorators(text))
+            # keep the source's time: mutmut regenerates a file's mutants (minutes for
+            # engine.py) only when the source is newer than them
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     _configure(dest, group)
     # mutmut maps tests to functions once and, on a re-run, only for new tests: a function
     # that was not mutated before (a newly unwrapped one) would get no tests. Collect the
@@ -842,6 +846,26 @@ def _mutated_line(dest: Path, name: str) -> tuple[str, str]:
     return " / ".join(minus), " / ".join(plus)
 
 
+#: a device argument (``device=dev``, ``.to(self.device)``) or its replacement by None
+_DEVICE_ARG = re.compile(
+    r"(,\s*)?\bdevice=(None|[\w.]*dev[\w.]*)|\.to\((None|[\w.]*dev[\w.]*)\)")
+
+
+def _device_only(orig: str, mutated: str) -> str | None:
+    """Why a mutant that only drops a device argument (or sets it to None) is CUDA-only.
+
+    On the CPU a tensor made or moved without a device is on the CPU all the same; on a
+    GPU it lands on the wrong device. Only tests/test_gpu.py (skipped without CUDA) can
+    kill such a mutant.
+    """
+    def norm(text: str) -> str:
+        return re.sub(r"\s+", "", _DEVICE_ARG.sub("", text)).replace(",)", ")")
+
+    if orig and orig != mutated and norm(orig) == norm(mutated):
+        return "CUDA only (a device argument dropped): tests/test_gpu.py"
+    return None
+
+
 def _function(name: str) -> str:
     base = re.sub(r"__mutmut_\d+$", "", name)
     module, _, func = base.rpartition(".")
@@ -885,7 +909,8 @@ def read_group(group: Group) -> dict:
             reason = EQUIVALENT.get((func, mutated))
             survivors.append({"mutant": name, "status": status, "function": func,
                               "original": orig, "mutated": mutated, "equivalent": reason,
-                              "cuda_only": CUDA_ONLY.get((func, mutated))})
+                              "cuda_only": CUDA_ONLY.get((func, mutated))
+                              or _device_only(orig, mutated)})
     total = len(codes)
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     equivalent = sum(1 for s in survivors if s["equivalent"])

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import _toy_kind as toy
+import jsonschema  # noqa: F401  (a declared test dependency: a missing one fails, never skips)
 import numpy as np
 import pystac
 import pytest
@@ -25,7 +26,6 @@ from semimtl_geo.errors import UserError
 from semimtl_geo.model_card import resolve_checkpoint
 from semimtl_geo.models import MultiTaskNet
 
-pytest.importorskip("jsonschema")
 SCHEMAS = Path(__file__).with_name("data") / "stac_schemas"
 CLASSES = ClassTable(("ground", "roof", "grass"), ((10, 20, 30), (200, 0, 0), (0, 160, 60)))
 META = ModelMeta(classes=CLASSES, bands=["IR", "R", "G"], mean=[0.4, 0.5, 0.6],
