@@ -250,9 +250,14 @@ class _PoolNet(nn.Module):
         return {t: head(f) for t, head in self.heads.items()}
 
 
-def test_onnx_engine_matches_the_network_per_window_size_and_batch():
+def test_onnx_engine_matches_the_network_per_window_size_and_batch(monkeypatch):
     net = _PoolNet().eval()
     engine = Engine(net, torch.device("cpu"), "onnxruntime")
+    exports = []
+    real_session = engines._onnx_session
+    monkeypatch.setattr(engines, "_onnx_session",
+                        lambda model, example: exports.append(tuple(example.shape))
+                        or real_session(model, example))
     gen = torch.Generator().manual_seed(1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the exporter's notices stay inside the engine
@@ -266,7 +271,8 @@ def test_onnx_engine_matches_the_network_per_window_size_and_batch():
                 assert out[task].dtype == torch.float32
                 assert out[task].shape == ref[task].shape
                 torch.testing.assert_close(out[task], ref[task], rtol=1e-4, atol=1e-4)
-    # one session per window size (16x24 served batches of 1 and 3), none per batch
+    # one export per window size (16x24 served batches of 1 and 3), from one window
+    assert exports == [(1, 2, 16, 24), (1, 2, 8, 24), (1, 2, 16, 8)]
     assert sorted(engine._sessions) == [(8, 24), (16, 8), (16, 24)]
     assert isinstance(net.pool, nn.AdaptiveAvgPool2d)  # the export froze a copy
     assert net.training is False
@@ -422,3 +428,39 @@ def test_float32_outputs_wraps_the_last_conv_of_nested_heads():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = {t: view.heads[t](x) for t in ("seg", "height")}
     assert out["seg"].dtype == out["height"].dtype == torch.float32
+
+
+class _Spy(nn.Module):
+    """One convolution and no ``heads``; records how each batch reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)  # 1x1 weights are both formats at once
+        self.seen: list[tuple[bool, bool, torch.dtype | None]] = []
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        autocast = torch.is_autocast_enabled("cpu")
+        self.seen.append((x.is_contiguous(memory_format=torch.channels_last), autocast,
+                          torch.get_autocast_dtype("cpu") if autocast else None))
+        return {"seg": self.conv(x)}
+
+
+@pytest.mark.parametrize("name, channels_last, autocast", [
+    ("eager", False, None), ("channels-last", True, None), ("bf16", True, torch.bfloat16)])
+def test_engines_run_the_network_in_their_memory_format_and_precision(name, channels_last,
+                                                                      autocast):
+    net = _Spy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 emulated on this CPU
+        engine = Engine(net, torch.device("cpu"), name)
+    assert net.conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    x = torch.randn(3, 2, 5, 7)  # a batch of 3 (not the 2 channels)
+    with torch.inference_mode():
+        out = engine(x)["seg"]
+    assert net.seen == [(channels_last, autocast is not None, autocast)]
+    # outputs leave as float32 NCHW even where the network answered in bf16 (no heads here)
+    assert out.dtype == torch.float32 and out.shape == (3, 3, 5, 7) and out.is_contiguous()
+    with torch.no_grad():
+        ref = net.conv(x)
+    tol = 0.1 if autocast else 1e-5
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
