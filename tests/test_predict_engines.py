@@ -428,6 +428,8 @@ def test_float32_outputs_wraps_the_last_conv_of_nested_heads():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = {t: view.heads[t](x) for t in ("seg", "height")}
     assert out["seg"].dtype == out["height"].dtype == torch.float32
+    # single-convolution heads one after the other: each one is wrapped
+    assert all(isinstance(h, engines._Float32) for h in float32_outputs(_PoolNet()).heads.values())
 
 
 class _Spy(nn.Module):

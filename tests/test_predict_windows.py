@@ -618,3 +618,23 @@ def test_ring_pieces_hand_computed(origin, start, stop, size, expected):
     pieces = _ring_pieces(origin, start, stop, size)
     acc, band = np.arange(size), np.arange(stop + size)
     assert [(acc[a].tolist(), band[b].tolist()) for a, b in pieces] == expected
+
+
+def test_resize_mode_maps_outputs_back_with_half_pixel_centres():
+    """A 4 px window goes to the model at 8 px and back (bilinear, align_corners=False):
+    the identity stub's height along a 0, 1, 2, 3 ramp comes back as the hand-computed
+    0.125, 1, 2, 2.875 (up: 0, .25, .75, ..., 2.75, 3; down: means of pixel pairs)."""
+    import warnings
+
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    grid = make_grid(4, 4, 8, 0.0, scale=2.0)
+    assert (grid.win_w, grid.model_w, grid.mode) == (4, 8, "resize")
+    predictor = WindowPredictor(stub_loaded(patch_size=8), engine="eager")
+    windows = np.broadcast_to(np.arange(4, dtype=np.float32), (1, 3, 4, 4)).copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no output buffer of the wrong shape is resized
+        out = predictor(windows, grid)
+    raw = np.array([0.125, 1.0, 2.0, 2.875])
+    expected = (raw / 255 - 0.5) / 0.25  # the stub's height: normalised band 0, metres x 1
+    np.testing.assert_allclose(out["height"][0], np.broadcast_to(expected, (4, 4)), atol=1e-6)
