@@ -573,6 +573,43 @@ EQUIVALENT |= {
         "batches are 4-D: shape[2] is shape[-2]",
 }
 
+EQUIVALENT |= {
+    **{
+        ("semimtl_geo.inference.engine._ring_pieces", line): "slice(None, n) is slice(0, n), "
+        "and slice(first, None) ends at the ring's size: the same rows"
+        for line in ("return [(slice(first, None), slice(start, start + head)),",
+                     "(slice(None, count - head), slice(start + head, stop))]",
+                     "(slice(count - head), slice(start + head, stop))]")
+    },
+    **{
+        (_FW, line): "align_corners=None is False, F.interpolate's default"
+        for line in ('y = F.interpolate(y, size=(win_h, win_w), mode="bilinear", '
+                     'align_corners=None)',
+                     'y = F.interpolate(y, size=(win_h, win_w), mode="bilinear", )',
+                     "align_corners=None)")
+    },
+    **{
+        (_FW, line): "without an out= buffer torch returns a new tensor with the same values"
+        for line in ("y = torch.softmax(y, dim=1, out=None)", "y = torch.softmax(y, dim=1, )",
+                     'result["height"] = torch.mul(y[:, 0], self.height_scale, out=None)',
+                     'result["height"] = torch.mul(y[:, 0], self.height_scale, )',
+                     "space = workspace if (workspace is not None) and False else {}")
+    },
+    **{
+        (_FW, line): "the key only names the workspace buffer: another name is another "
+        "buffer with the same values"
+        for line in (
+            "x = _buffer(space, None, (len(windows), self.in_channels, win_h, win_w),",
+            'y = torch.softmax(y, dim=1, out=_buffer(space, None, y.shape, y.device))',
+            'y = torch.softmax(y, dim=1, out=_buffer(space, "XXsoftmaxXX", y.shape, y.device))',
+            'height = _buffer(space, "XXheightXX", (y.shape[0], *y.shape[2:]), y.device)',
+        )
+    },
+}
+CUDA_ONLY_EXTRA = {
+    (_FW, 'height = _buffer(space, "height", (y.shape[0], *y.shape[2:]), None)'),
+}
+
 #: (function, mutated line) -> the CUDA-only path the mutant breaks. Such mutants are not
 #: equivalent and stay counted as survivors: only tests/test_gpu.py (skipped without CUDA)
 #: can kill them, so they are listed apart from the gaps of the CPU tests.
@@ -1035,7 +1072,9 @@ def read_group(group: Group) -> dict:
             survivors.append({"mutant": name, "status": status, "function": func,
                               "original": orig, "mutated": mutated, "equivalent": reason,
                               "cuda_only": CUDA_ONLY.get((func, mutated))
-                              or _device_only(orig, mutated)})
+                              or _device_only(orig, mutated)
+                              or ("CUDA only: a device argument set to None"
+                                  if (func, mutated) in CUDA_ONLY_EXTRA else None)})
     total = len(codes)
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     equivalent = sum(1 for s in survivors if s["equivalent"])
