@@ -82,6 +82,21 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def _fusable(params: Iterable[torch.Tensor]) -> bool | None:
+    """Return ``True`` when torch's fused Adam/AdamW kernel can update ``params``.
+
+    That is float tensors on the CPU or a CUDA GPU; otherwise ``None`` (torch's default
+    implementation). The fused kernel does the whole update in one pass over each tensor;
+    torch's default on the CPU loops over six element-wise operations per tensor: for the
+    demo's ResNet18 + heads (18.5 M parameters) an AdamW step took 1.38 CPU s against
+    0.73 s fused on the 2-core build VM at load 9 (README, demo levers). Same algorithm and
+    fp32 arithmetic; only the rounding order differs.
+    """
+    params = list(params)
+    ok = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return True if params and ok else None
+
+
 def poly_lambda(max_steps: int, power: float):  # noqa: ANN201 - returns a closure
     """Poly learning-rate factor ``(1 - it / max_steps) ** power`` (section 4.1)."""
 
@@ -259,7 +274,8 @@ class SemiMTLModule(pl.LightningModule):
         o = self.cfg.optim
         if o.optimizer == "adamw":
             opt_g: torch.optim.Optimizer = torch.optim.AdamW(
-                self.generator.parameters(), lr=o.lr, weight_decay=o.weight_decay
+                self.generator.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                fused=_fusable(self.generator.parameters()),
             )
         else:
             opt_g = torch.optim.SGD(
@@ -270,7 +286,8 @@ class SemiMTLModule(pl.LightningModule):
         opt_d = None
         if len(self.discriminators):
             opt_d = torch.optim.Adam(
-                self.discriminators.parameters(), lr=o.d_lr, betas=tuple(o.d_betas)
+                self.discriminators.parameters(), lr=o.d_lr, betas=tuple(o.d_betas),
+                fused=_fusable(self.discriminators.parameters()),
             )
         return opt_g, opt_d, sched
 
