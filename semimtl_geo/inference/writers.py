@@ -173,9 +173,7 @@ def class_raster(
 ) -> OutputRaster:
     """Open a class output (uint8, colour table, class names, nodata 255)."""
     out = OutputRaster(path, width, height, crs, transform, "uint8", IGNORE_INDEX, "MODE")
-    colormap = {i: (*map(int, c), 255) for i, c in enumerate(classes.colors)}
-    colormap[IGNORE_INDEX] = (0, 0, 0, 0)
-    out.dst.write_colormap(1, colormap)
+    out.dst.write_colormap(1, classes.colormap())
     out.dst.set_band_description(1, "class")
     tags = {f"CLASS_{i}": name for i, name in enumerate(classes.names)}
     out.dst.update_tags(1, CLASS_NAMES=json.dumps(list(classes.names)), **tags)
