@@ -70,23 +70,23 @@ def make_raster(path: Path, size: int, rows: int | None = None) -> Path:
     import rasterio
     from affine import Affine
 
+    from semimtl_geo.atomic import atomic_output
+
     if path.exists():
         return path
-    tmp = path.with_suffix(".partial.tif")
     rows = rows or size
     profile = {"driver": "GTiff", "width": size, "height": rows, "count": 3, "dtype": "uint8",
                "crs": "EPSG:32633", "transform": Affine(0.09, 0, 500000.0, 0, -0.09, 5_800_000.0),
                "tiled": True, "blockxsize": 512, "blockysize": 512, "photometric": "MINISBLACK",
                "BIGTIFF": "IF_SAFER"}
     xx = np.arange(size, dtype=np.float32)[None, :]
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_output(path, ".partial.tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for y0 in range(0, rows, 512):
             yy = np.arange(y0, min(y0 + 512, rows), dtype=np.float32)[:, None]
             bands = [130 + 90 * np.sin(0.013 * (b + 1) * xx + 0.7 * b) * np.cos(0.021 * yy + b)
                      for b in range(3)]
             block = np.clip(np.stack(bands), 0, 255).astype(np.uint8)
             dst.write(block, window=rasterio.windows.Window(0, y0, size, block.shape[1]))
-    os.replace(tmp, path)
     return path
 
 

@@ -15,6 +15,7 @@ import click
 import numpy as np
 import yaml
 
+from semimtl_geo.atomic import atomic_write_json, atomic_write_text
 from semimtl_geo.errors import UserError
 
 #: Sizes, run lengths and the CPU recipe: the default finishes in minutes on 2 CPU cores;
@@ -202,8 +203,8 @@ def demo_cmd(out: Path, steps: int | None, device: str, quick: bool, seed: int,
         str(raw / "vaihingen"), "-o", str(prepared), "--gsd", str(gsd),
     ])
     config_path = out / "demo.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(prepared, profile, device, seed, threads),
-                                          sort_keys=False))
+    atomic_write_text(config_path, yaml.safe_dump(
+        demo_config(prepared, profile, device, seed, threads), sort_keys=False))
     for i, method in ((3, "semimtl"), (4, "jtl")):
         timings[f"train {method}"] = _run(i, total, f"Train {method} ({profile['steps']} steps)", [
             "train", "-c", str(config_path), "-o", str(runs / method), "--method", method,
@@ -226,9 +227,9 @@ def demo_cmd(out: Path, steps: int | None, device: str, quick: bool, seed: int,
     start = time.perf_counter()
     panels = _panels(out, runs / "semimtl" / "model.pt", prepared, device, profile["patch"])
     timings["panels"] = time.perf_counter() - start
-    (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    atomic_write_json(out / "timings.json", timings)
     summary = summarise(json.loads(report.with_suffix(".json").read_text()))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
 
     click.secho("\nDemo finished.", bold=True, fg="green")
     click.echo(f"  prepared tiles   {prepared}  (manifest.json)")

@@ -123,3 +123,27 @@ def test_hidden_dir_is_not_private_and_names_the_target_on_write_errors(tmp_path
     monkeypatch.setattr(atomic.tempfile, "mkdtemp", full)
     with pytest.raises(UserError, match="target.tif"):
         hidden_dir(tmp_path, ".y-", target=tmp_path / "target.tif")
+
+
+def test_renames_happen_only_in_atomic_py():
+    """One home for temp-name-then-rename (issue 15): no other module of the package, the
+    CLI or the benchmarks calls ``os.replace``/``os.rename`` or ``Path.rename``/``.replace``
+    with a path argument; they use :mod:`semimtl_geo.atomic` instead."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("semimtl_geo", "cli", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.name == "atomic.py" and path.parent.name == "semimtl_geo":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                name, owner = node.func.attr, node.func.value
+                is_os_call = isinstance(owner, ast.Name) and owner.id == "os"
+                if (is_os_call and name in {"replace", "rename", "renames"}) or (
+                        name == "rename" and len(node.args) == 1):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, f"hand-rolled renames outside semimtl_geo/atomic.py: {offenders}"
