@@ -225,7 +225,7 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, ckpt, monkeypatch):
     src = write_raster(tmp_path / "k.tif", textured(130, 130))
     out = tmp_path / "out"
     calls = {"n": 0}
-    original = WindowPredictor.forward_windows
+    original = WindowPredictor.run_model  # the engine's model call
 
     def flaky(self, windows, grid, **kwargs):
         calls["n"] += 1
@@ -233,7 +233,7 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, ckpt, monkeypatch):
             raise KeyboardInterrupt
         return original(self, windows, grid, **kwargs)
 
-    monkeypatch.setattr(WindowPredictor, "forward_windows", flaky)
+    monkeypatch.setattr(WindowPredictor, "run_model", flaky)
     rc = main(["predict", str(src), "-o", str(out), "--checkpoint", str(ckpt), *FAST,
                "--batch-size", "1"])
     assert rc == 130  # Ctrl-C: click's Abort

@@ -539,6 +539,76 @@ def test_one_thread_restores_the_thread_count():
         torch.set_num_threads(before)
 
 
+def test_model_threads_leaves_one_thread_to_the_blending_and_restores():
+    from semimtl_geo.inference.predictor import model_threads
+
+    before = torch.get_num_threads()
+    try:
+        for threads, inside in ((4, 3), (2, 1), (1, 1)):
+            torch.set_num_threads(threads)
+            with model_threads(torch.device("cpu")):
+                assert torch.get_num_threads() == inside
+            assert torch.get_num_threads() == threads
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError), model_threads(torch.device("cpu")):
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+        with model_threads(torch.device("meta")):  # only the CPU is affected
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_engine_runs_the_network_on_one_thread_fewer_and_softmax_in_the_blending_thread(
+        monkeypatch):
+    """On the CPU the model call gets threads - 1; softmax and scaling run in the thread
+    that blends (one torch thread)."""
+    import threading
+
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded())
+    image = textured(150, 150)
+    grid = make_grid(150, 150, 64, 0.5)
+    seen = {"model": set(), "finish": set()}
+    run_model, finish = predictor.run_model, predictor.finish_outputs
+
+    def spy_model(*args, **kwargs):
+        seen["model"].add((threading.current_thread().name, torch.get_num_threads()))
+        return run_model(*args, **kwargs)
+
+    def spy_finish(*args, **kwargs):
+        seen["finish"].add((threading.current_thread().name[:13], torch.get_num_threads()))
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "run_model", spy_model)
+    monkeypatch.setattr(predictor, "finish_outputs", spy_finish)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = []
+        run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 150), bool)),
+                            predictor, rows.append, batch_size=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen["model"] == {(threading.main_thread().name, 1)}
+    assert seen["finish"] == {("semimtl-blend", 1)}
+    assert sum(len(r.valid) for r in rows) == 150
+
+
+def test_softmax_window_by_window_equals_the_batched_softmax_bit_for_bit():
+    from semimtl_geo.inference.predictor import _softmax_windows
+
+    torch.manual_seed(0)
+    head = torch.randn(3, 7, 33, 40) * 5  # a 7-channel head; seg is its first 6 channels
+    logits = head[:, :6]
+    assert not logits.is_contiguous() and logits[0].is_contiguous()
+    out = _softmax_windows(logits, torch.empty(3, 6, 33, 40))
+    assert torch.equal(out, torch.softmax(logits, dim=1))
+
+
 def test_grid_edges_one_pixel_smallest_patch_and_odd_resampling():
     g = make_grid(1, 1, 64, 0.5)  # a 1-pixel raster is valid
     assert (g.win_h, g.win_w, g.model_h, g.mode) == (1, 1, 32, "pad")
@@ -585,7 +655,7 @@ def test_an_error_in_the_model_call_cancels_the_queued_blending(monkeypatch):
     image = textured(400, 90)
     grid = make_grid(400, 90, 64, 0.5)
     calls, emitted = {"n": 0}, []
-    original = predictor.forward_windows
+    original = predictor.run_model  # the engine's model call
 
     def flaky(windows, grid, **kwargs):
         calls["n"] += 1
@@ -593,7 +663,7 @@ def test_an_error_in_the_model_call_cancels_the_queued_blending(monkeypatch):
             raise KeyboardInterrupt
         return original(windows, grid, **kwargs)
 
-    monkeypatch.setattr(predictor, "forward_windows", flaky)
+    monkeypatch.setattr(predictor, "run_model", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 90), bool)),
                             predictor, lambda rows: emitted.append(rows.row_start),

@@ -22,15 +22,17 @@ Finishing rows zeroes them and moves ``origin`` on, instead of moving every stil
 row up (that copy of ``(K + 2) x win_h x width`` floats per window row cost as much as
 the blending). A window whose rows wrap around the ring is added in two pieces; every
 pixel still receives the same products in the same order, so results are unchanged.
-On the CPU the blending and the finishing of rows run on one torch thread
-(:func:`~semimtl_geo.inference.predictor.one_thread`; the model and the softmax keep all
-threads): many short memory-bound operations on cores other jobs share spent more time
-waiting for a descheduled second thread than they saved. They run in a background thread
-(:class:`_Worker`), in the order they were queued, while the main thread runs the next
-batch through the model (two sets of batch buffers alternate); the rows reach the sink
-from that thread. Same operations in the same order, so the outputs are byte-identical;
-6000 x 6000 stand-in, 2 threads, load average 7.5: 6 % less wall time than inline
-(median of 3 interleaved rounds).
+On the CPU the softmax, the blending and the finishing of rows run on one torch thread
+(:func:`~semimtl_geo.inference.predictor.one_thread`): many short memory-bound operations
+on cores other jobs share spent more time waiting for a descheduled second thread than
+they saved. They run in a background thread (:class:`_Worker`), in the order they were
+queued, while the main thread runs the next batch through the model (two sets of batch
+buffers alternate; :meth:`WindowPredictor.run_model` here,
+:meth:`WindowPredictor.finish_outputs` there); the rows reach the sink from that thread.
+The model gets the other torch threads (:func:`~semimtl_geo.inference.predictor.model_threads`:
+``threads - 1``, at least one), so the model's parallel operations never wait for a thread
+that shares a core with the blending. 6000 x 6000 stand-in, 2 threads: 3.1x main b845855
+by wall, against 2.6x with the softmax in the main thread and the model on both threads.
 
 Nodata pixels (``valid == False``) are filled with the band means (the raw value that
 normalises to 0) before the model sees them, so nodata never reaches the model as
@@ -48,7 +50,7 @@ import torch
 
 from semimtl_geo.classes import IGNORE_INDEX
 from semimtl_geo.inference.blending import hann_1d, hann_2d
-from semimtl_geo.inference.predictor import WindowPredictor, one_thread
+from semimtl_geo.inference.predictor import WindowPredictor, model_threads, one_thread
 from semimtl_geo.inference.windows import WindowGrid
 
 #: ``read_strip(row_start, row_stop) -> (pixels C x h x width, valid h x width bool)``.
@@ -194,7 +196,7 @@ def run_sliding_windows(
     origin = 0  # accumulator row of band row 0 (the blending thread's order, known here)
     batches = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semimtl-read") as reader, \
-            _Worker(dev) as blender:
+            _Worker(dev) as blender, model_threads(dev):
         pending = reader.submit(read_strip, *plan[0])
         for k, row in enumerate(rows):
             new_pixels, new_valid = pending.result()
@@ -226,10 +228,10 @@ def run_sliding_windows(
                 batches += 1
                 if slot_users[slot] is not None:  # its previous batch is blended
                     slot_users[slot].result()
-                result = predictor.forward_windows([strip[:, :, c:c + win_w] for c in chunk],
-                                                   grid, workspace=workspaces[slot])
-                slot_users[slot] = blender.submit(acc.blend, result, chunk, pieces,
-                                                  bool(skipped))
+                raw = predictor.run_model([strip[:, :, c:c + win_w] for c in chunk], grid,
+                                          workspace=workspaces[slot])
+                slot_users[slot] = blender.submit(acc.blend_raw, raw, workspaces[slot], chunk,
+                                                  pieces, bool(skipped))
                 if on_windows:
                     on_windows(len(chunk))
             if k + 1 < len(rows):
@@ -294,6 +296,7 @@ class _Accumulators:
     def __init__(self, grid: WindowGrid, predictor: WindowPredictor, sink: RowSink,
                  keep_probs: bool) -> None:
         dev = self.device = predictor.device
+        self.predictor, self.grid = predictor, grid
         self.seg, self.hgt = "seg" in predictor.tasks, "height" in predictor.tasks
         self.sink, self.keep_probs = sink, keep_probs
         self.width, self.win_h, self.win_w = grid.width, grid.win_h, grid.win_w
@@ -315,6 +318,12 @@ class _Accumulators:
         """Add the weights of a complete row of windows (no window skipped)."""
         for acc_rows, band_rows in pieces:
             self.acc_w[acc_rows].add_(self.full_wsum[band_rows])
+
+    def blend_raw(self, raw: dict[str, torch.Tensor], workspace: dict[str, torch.Tensor],
+                  chunk: list[int], pieces: list[tuple[slice, slice]], skipped: bool) -> None:
+        """:meth:`blend` of a batch's raw network outputs (softmax and scaling here first)."""
+        self.blend(self.predictor.finish_outputs(raw, self.grid, workspace), chunk, pieces,
+                   skipped)
 
     def blend(self, result: dict[str, torch.Tensor], chunk: list[int],
               pieces: list[tuple[slice, slice]], skipped: bool) -> None:
