@@ -559,6 +559,39 @@ def test_model_threads_leaves_one_thread_to_the_blending_and_restores():
         torch.set_num_threads(before)
 
 
+def test_macs_per_pixel_hand_computed_and_heavy_networks_keep_every_thread():
+    from torch import nn
+
+    from semimtl_geo.inference.predictor import (
+        LIGHT_MACS_PER_PIXEL,
+        macs_per_pixel,
+        model_threads,
+    )
+
+    cpu = torch.device("cpu")
+    # 3 -> 8 channels, 3 x 3, stride 2: 8 outputs per 4 pixels, 27 MACs each = 54 per pixel;
+    # 8 -> 5, 1 x 1 at the same resolution: 5 x 8 / 4 = 10; a linear 5 -> 2 per vector: 0
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 5, 1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2))
+    assert macs_per_pixel(net, 3, cpu, size=32) == pytest.approx(54 + 10 + 10 / 1024)
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=4)  # depthwise: 9 MACs per output
+    assert macs_per_pixel(grouped, 4, cpu, size=16) == 4 * 9
+    up = nn.ConvTranspose2d(2, 3, 2, stride=2)  # each input pixel feeds 3 x 4 outputs
+    assert macs_per_pixel(up, 2, cpu, size=16) == 2 * 3 * 4
+    assert macs_per_pixel(StubNet(), 3, cpu) == 0.0 and not StubNet().seen  # not called
+    tiny = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16).eval()
+    assert macs_per_pixel(tiny, 3, cpu) > 50 * LIGHT_MACS_PER_PIXEL
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with model_threads(cpu, light=False):
+            assert torch.get_num_threads() == 2
+        with model_threads(cpu, light=True):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_engine_runs_the_network_on_one_thread_fewer_and_softmax_in_the_blending_thread(
         monkeypatch):
     """On the CPU the model call gets threads - 1; softmax and scaling run in the thread
@@ -598,15 +631,19 @@ def test_engine_runs_the_network_on_one_thread_fewer_and_softmax_in_the_blending
     assert sum(len(r.valid) for r in rows) == 150
 
 
-def test_softmax_window_by_window_equals_the_batched_softmax_bit_for_bit():
+def test_softmax_window_by_window_equals_the_batched_softmax():
     from semimtl_geo.inference.predictor import _softmax_windows
 
     torch.manual_seed(0)
     head = torch.randn(3, 7, 33, 40) * 5  # a 7-channel head; seg is its first 6 channels
-    logits = head[:, :6]
+    logits = head[:, :6]  # not contiguous as a batch, each window is
     assert not logits.is_contiguous() and logits[0].is_contiguous()
     out = _softmax_windows(logits, torch.empty(3, 6, 33, 40))
-    assert torch.equal(out, torch.softmax(logits, dim=1))
+    # odd window sizes: the vectorised kernel's chunks fall elsewhere, last-bit differences
+    torch.testing.assert_close(out, torch.softmax(logits, dim=1), rtol=0, atol=1e-7)
+    head = torch.randn(2, 7, 64, 64) * 5  # the model sizes the pipeline uses: identical
+    out = _softmax_windows(head[:, :6], torch.empty(2, 6, 64, 64))
+    assert torch.equal(out, torch.softmax(head[:, :6], dim=1))
 
 
 def test_grid_edges_one_pixel_smallest_patch_and_odd_resampling():

@@ -29,10 +29,13 @@ they saved. They run in a background thread (:class:`_Worker`), in the order the
 queued, while the main thread runs the next batch through the model (two sets of batch
 buffers alternate; :meth:`WindowPredictor.run_model` here,
 :meth:`WindowPredictor.finish_outputs` there); the rows reach the sink from that thread.
-The model gets the other torch threads (:func:`~semimtl_geo.inference.predictor.model_threads`:
-``threads - 1``, at least one), so the model's parallel operations never wait for a thread
-that shares a core with the blending. 6000 x 6000 stand-in, 2 threads: 3.1x main b845855
-by wall, against 2.6x with the softmax in the main thread and the model on both threads.
+A light network (:attr:`WindowPredictor.light`: fewer than
+:data:`~semimtl_geo.inference.predictor.LIGHT_MACS_PER_PIXEL` multiply-accumulates per
+pixel, about the blending's own cost) gets the other torch threads
+(:func:`~semimtl_geo.inference.predictor.model_threads`: ``threads - 1``, at least one), so
+its parallel operations never wait for a thread that shares a core with the blending;
+6000 x 6000 stand-in, 2 threads: 3.1x main b845855 by wall, against 2.6x with the softmax
+in the main thread and the model on both threads. Heavier networks keep every thread.
 
 Nodata pixels (``valid == False``) are filled with the band means (the raw value that
 normalises to 0) before the model sees them, so nodata never reaches the model as
@@ -196,7 +199,8 @@ def run_sliding_windows(
     origin = 0  # accumulator row of band row 0 (the blending thread's order, known here)
     batches = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semimtl-read") as reader, \
-            _Worker(dev) as blender, model_threads(dev):
+            _Worker(dev) as blender, \
+            model_threads(dev, predictor.light):
         pending = reader.submit(read_strip, *plan[0])
         for k, row in enumerate(rows):
             new_pixels, new_valid = pending.result()

@@ -107,22 +107,67 @@ def one_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+#: Multiply-accumulates per input pixel (convolutions and linear layers) below which a
+#: network counts as light (:attr:`WindowPredictor.light`). The benchmark's 3-convolution
+#: stand-in has 53; the demo's ResNet18 generator tens of thousands. Per window pixel the
+#: softmax, blending and row finishing cost about as much CPU time as the stand-in
+#: (20 ns, one thread), a few hundred MACs.
+LIGHT_MACS_PER_PIXEL = 1000
+
+
+def macs_per_pixel(model: torch.nn.Module, in_channels: int, device: torch.device,
+                   size: int = 64) -> float:
+    """Multiply-accumulates per input pixel of ``model``'s convolutions and linear layers.
+
+    Counted with forward hooks on one zero ``1 x C x size x size`` input (output elements
+    times the inputs each one sums); resampling and element-wise layers are not counted.
+    A network without such layers is not called.
+    """
+    conv_types = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
+    macs = 0
+
+    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, torch.nn.Linear):
+            macs += output.numel() * module.in_features
+        elif getattr(module, "transposed", False):
+            macs += inputs[0].numel() * module.out_channels // module.groups * int(
+                np.prod(module.kernel_size))
+        else:
+            macs += output.numel() * module.in_channels // module.groups * int(
+                np.prod(module.kernel_size))
+
+    layers = [m for m in model.modules() if isinstance(m, conv_types)]
+    if not layers:  # nothing to count: no probe call
+        return 0.0
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, in_channels, size, size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return macs / float(size * size)
+
+
 @contextmanager
-def model_threads(device: torch.device) -> Iterator[None]:
-    """Run the enclosed torch operations of this thread on one CPU thread fewer.
+def model_threads(device: torch.device, light: bool = True) -> Iterator[None]:
+    """Run a light network (``light``) on one CPU thread fewer in the enclosed block.
 
     The sliding-window engine runs the network in the calling thread and the softmax,
     blending and row finishing in a background thread on one CPU thread
-    (:func:`one_thread`); the network gets the other ``threads - 1`` (at least one), so
-    the two do not share a core. Sharing one made each of the network's parallel
-    operations wait for its thread that the blending thread had descheduled. The
-    network's outputs are those of a ``threads - 1`` run: oneDNN sums convolutions in an
-    order that depends on the thread count (heights differ in the last float bits from
-    a ``threads`` run; identical to the previous version run with ``--threads 1`` on
-    two threads, measured). Nothing changes off the CPU or with one thread.
+    (:func:`one_thread`). With a light network the two are about equal work, and sharing
+    a core made each of the network's parallel operations wait for its thread that the
+    blending thread had descheduled; so a light network gets the other ``threads - 1``
+    (at least one) and the blending a core of its own. A heavier network keeps every
+    thread (the blending thread is then mostly idle). The network's outputs are those of
+    a ``threads - 1`` run: oneDNN sums convolutions in an order that depends on the
+    thread count (heights can differ in the last float bits from a ``threads`` run;
+    identical to the previous version run with ``--threads 1`` on two threads, measured).
+    Nothing changes off the CPU, with one thread, or for a heavy network.
     """
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
+    if device.type != "cpu" or threads == 1 or not light:
         yield
         return
     torch.set_num_threads(threads - 1)
@@ -177,6 +222,15 @@ class WindowPredictor:
         #: Raw pixel value that normalises to 0 (used to fill nodata pixels).
         self.fill_values = (mean * 255.0).astype(np.float32)
         self.height_scale = float(self.meta.height_scale)
+        self._light: bool | None = None
+
+    @property
+    def light(self) -> bool:
+        """Whether the network is light (:data:`LIGHT_MACS_PER_PIXEL`; counted once)."""
+        if self._light is None:
+            macs = macs_per_pixel(self.model, self.in_channels, self.device)
+            self._light = macs < LIGHT_MACS_PER_PIXEL
+        return self._light
 
     @torch.inference_mode()
     def __call__(self, windows: np.ndarray, grid: WindowGrid) -> dict[str, np.ndarray]:
