@@ -132,6 +132,8 @@ def train_one(job: tuple) -> dict:
         overrides = [
             f"method={method}", f"mode={mode}", f"seed={seed}",
             "trainer.progress_bar=false", "trainer.preview_every=0", "trainer.accelerator=cpu",
+            # the demo skips them for time; the study reports them
+            "trainer.grad_diagnostics=true",
             *args.overrides,
         ]
         cfg = load_config(None, overrides, base=base)

@@ -32,11 +32,13 @@ PROFILES = {
     "default": {"size_potsdam": 1440, "size_vaihingen": 840, "tiles": 8, "gsd": 0.18,
                 "steps": 300, "crop": 96, "batch": 4, "patch": 256, "output_stride": 16,
                 "optimizer": "adamw", "lr": 0.001, "scale_range": [0.5, 2.0], "log_every": 25,
-                "norm": "domain"},
+                "norm": "domain", "seg_skip": False, "grad_diagnostics": True,
+                "discriminator_width": 64},
     "quick": {"size_potsdam": 200, "size_vaihingen": 130, "tiles": 2, "gsd": 0.09,
               "steps": 2, "crop": 64, "batch": 1, "patch": 64, "output_stride": 32,
               "optimizer": "adamw", "lr": 0.001, "scale_range": None, "log_every": 1,
-              "norm": "domain"},
+              "norm": "domain", "seg_skip": False, "grad_diagnostics": True,
+              "discriminator_width": 64},
 }
 
 
@@ -50,7 +52,9 @@ def demo_config(
         "mode": "m2",
         "seed": seed,
         "model": {"encoder": "resnet18", "encoder_weights": None,
-                  "output_stride": profile["output_stride"], "norm": profile["norm"]},
+                  "output_stride": profile["output_stride"], "norm": profile["norm"],
+                  "seg_skip": bool(profile["seg_skip"]),
+                  "discriminator_width": int(profile["discriminator_width"])},
         "data": {
             "datasets": [
                 {"name": "potsdam", "kind": "isprs", "root": str(prepared), "tasks": ["seg"]},
@@ -68,6 +72,7 @@ def demo_config(
             "steps_per_epoch": max(1, steps // 2),
             "accelerator": "gpu" if device == "cuda" else ("cpu" if device == "cpu" else "auto"),
             "log_every": max(1, min(int(profile["log_every"]), steps)),
+            "grad_diagnostics": bool(profile["grad_diagnostics"]),
             "preview_every": max(1, steps // 2),
             "cpu_threads": threads,
         },

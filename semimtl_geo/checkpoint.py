@@ -159,8 +159,11 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
         or not all(isinstance(d, str) and d for d in domains) or len(set(domains)) != len(domains)
     ):
         raise _invalid(path, f"model 'domains' is {domains!r}")
+    seg_skip = cfg.get("seg_skip", False)  # checkpoints before model.seg_skip: plain PSP
+    if not isinstance(seg_skip, bool):
+        raise _invalid(path, f"model 'seg_skip' is {seg_skip!r}")
     return {**ints, "encoder_name": cfg["encoder_name"], "tasks": list(tasks), "norm": norm,
-            "domains": list(domains) if norm == "domain" else None}
+            "domains": list(domains) if norm == "domain" else None, "seg_skip": seg_skip}
 
 
 #: Files a run folder passed as a checkpoint stands for, in order of preference.
@@ -243,6 +246,7 @@ def load_model_checkpoint(
             output_stride=cfg["output_stride"],
             norm=cfg["norm"],
             domains=cfg["domains"],
+            seg_skip=cfg["seg_skip"],
         )
     except UserError as exc:  # e.g. an encoder this installation does not know
         raise _invalid(path, str(exc).split(";")[0].rstrip(".")) from None

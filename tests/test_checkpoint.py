@@ -38,6 +38,31 @@ def test_checkpoint_roundtrip(tmp_path) -> None:
     assert torch.allclose(a["seg"], b["seg"]) and torch.allclose(a["height"], b["height"])
 
 
+@pytest.mark.parametrize("norm", ["batch", "domain"])
+def test_checkpoint_roundtrip_with_seg_skip(tmp_path, norm) -> None:
+    """model.seg_skip survives the checkpoint; a non-bool value in the file is refused."""
+    torch.manual_seed(3)
+    domains = ["potsdam", "vaihingen"] if norm == "domain" else None
+    net = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16, norm=norm,
+                       domains=domains, seg_skip=True)
+    for name, buf in net.named_buffers():  # non-trivial statistics
+        if name.endswith("running_mean"):
+            buf.uniform_(-0.2, 0.2)
+    net.eval()
+    meta = ModelMeta(bands=["R", "G", "B"], mean=[0.1] * 3, std=[0.2] * 3, height_scale=1.0)
+    path = save_model_checkpoint(tmp_path / "m.pt", net, meta)
+    loaded = load_model_checkpoint(path)
+    assert loaded.model.seg_skip and loaded.model.config() == net.config()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x)["seg"], loaded.model(x)["seg"])
+    payload = read_checkpoint_file(path)
+    payload[CHECKPOINT_KEY]["model"]["seg_skip"] = "yes"
+    write_checkpoint_file(payload, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="model 'seg_skip' is 'yes'"):
+        load_model_checkpoint(tmp_path / "bad.pt")
+
+
 def test_checkpoint_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_model_checkpoint(tmp_path / "none.pt")

@@ -110,7 +110,52 @@ def test_discriminator_structure() -> None:
         assert isinstance(layers[2 * i], nn.Conv2d) and isinstance(layers[2 * i + 1], nn.LeakyReLU)
 
 
+def test_discriminator_width_scales_every_layer() -> None:
+    """model.discriminator_width: 32 halves every layer (the CPU demo's lighter D)."""
+    disc = Discriminator(in_channels=6, num_outputs=3, width=32)
+    convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256, 3]
+    assert disc(torch.randn(1, 6, 64, 64)).shape == (1, 3, 64, 64)
+
+
 @pytest.mark.parametrize("size", [(64, 64), (96, 128)])
 def test_discriminator_output_upsampled_to_input(size) -> None:
     disc = Discriminator(in_channels=1, num_outputs=1)
     assert disc(torch.randn(2, 1, *size)).shape == (2, 1, *size)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 104)])
+def test_seg_skip_head_shapes_and_fused_quarter_features(size) -> None:
+    """model.seg_skip: a DeepLabV3+-style decoder on the 1/4 features after the PSP module."""
+    torch.manual_seed(0)
+    net = MultiTaskNet("resnet18", 4, 6, ("seg", "height"), None, 16, seg_skip=True).eval()
+    head = net.heads["seg"]
+    assert head.skip is not None and head.decoder is not None
+    assert head.skip[0].in_channels == net.encoder.out_channels[2]  # the 1/4 stage
+    assert head.classifier.in_channels == 64
+    plain = MultiTaskNet("resnet18", 4, 6, ("seg", "height"), None, 16).eval()
+    assert plain.heads["seg"].skip is None and plain.heads["seg"].classifier.in_channels == 512
+    assert "seg_skip" not in plain.config() and net.config()["seg_skip"] is True
+    x = torch.randn(2, 4, *size)
+    with torch.no_grad():
+        out = net(x)
+    assert out["seg"].shape == (2, 6, *size) and out["height"].shape == (2, 1, *size)
+    # the logits depend on the 1/4 features: changing them changes the output
+    feats = net.encoder(x)
+    with torch.no_grad():
+        a = head(feats[-1], size, skip=feats[2])
+        b = head(feats[-1], size, skip=feats[2] + 1.0)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="skip="):
+        head(feats[-1], size)
+
+
+def test_seg_skip_gradients_reach_decoder_and_early_encoder() -> None:
+    torch.manual_seed(0)
+    net = MultiTaskNet("resnet18", 3, 6, ("seg",), None, 16, seg_skip=True).train()
+    net(torch.randn(2, 3, 64, 64))["seg"].logsumexp(1).mean().backward()
+    head = net.heads["seg"]
+    for module in (head.skip, head.decoder, head.fuse, net.encoder.layer1, net.encoder.layer4):
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0

@@ -69,13 +69,15 @@ def test_onnxruntime_matches_torch_on_deepness_input(exported):
     assert_onnx_matches_torch(model, tmp)
 
 
-@pytest.mark.parametrize("norm", ["group", "domain"])
-def test_other_norms_export_and_match_torch(tmp_path, norm):
-    """model.norm=group/domain: the graphs compute the same; --domain picks the statistics."""
+@pytest.mark.parametrize(("norm", "seg_skip"),
+                         [("group", False), ("domain", False), ("domain", True)])
+def test_other_norms_export_and_match_torch(tmp_path, norm, seg_skip):
+    """model.norm=group/domain, model.seg_skip: the graphs compute the same; --domain picks
+    the statistics."""
     torch.manual_seed(2)
     domains = ["potsdam", "vaihingen"] if norm == "domain" else None
     model = MultiTaskNet("resnet18", 3, len(CLASSES), ("seg", "height"), None, 8, norm=norm,
-                         domains=domains)
+                         domains=domains, seg_skip=seg_skip)
     for name, param in model.named_parameters():  # random norm terms: not near-identity
         if param.ndim == 1 and not name.endswith(("classifier.bias", "regressor.bias")):
             param.data.uniform_(0.5, 1.5)

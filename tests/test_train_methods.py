@@ -42,6 +42,20 @@ def make_module(method, mode="m2"):
     return cfg, SemiMTLModule(cfg, meta)
 
 
+def test_discriminator_width_and_seg_skip_come_from_the_config():
+    data = toy.toy_config_dict("semimtl", "m2")
+    data["model"] = {**data.get("model", {}), "discriminator_width": 16, "seg_skip": True}
+    cfg = config_from_dict(data)
+    plan = plan_method(cfg)
+    module = SemiMTLModule(cfg, build_meta(cfg, plan, describe_datasets(cfg, plan)))
+    for disc in module.discriminators.values():
+        assert disc.width == 16 and disc.layers[0].out_channels == 16
+    assert module.generator.seg_skip
+    data["model"]["discriminator_width"] = 0
+    with pytest.raises(UserError, match="model.discriminator_width' must be positive"):
+        config_from_dict(data)
+
+
 def batches_for(module):
     out = {}
     for role in module.plan.datasets:

@@ -47,6 +47,9 @@ class MultiTaskNet(nn.Module):
             :mod:`semimtl_geo.models.norm` says when that matters.
         domains: with ``norm="domain"``, the training datasets' names, in order; the first
             is active until :meth:`select_domain` picks another.
+        seg_skip: give the segmentation head a DeepLabV3+-style decoder on the 1/4
+            encoder features (:class:`~semimtl_geo.models.heads.PSPSegmentationHead`);
+            the paper's PSP head has none (``False``).
 
     """
 
@@ -60,6 +63,7 @@ class MultiTaskNet(nn.Module):
         output_stride: int = 8,
         norm: str = "batch",
         domains: Sequence[str] | None = None,
+        seg_skip: bool = False,
     ) -> None:
         super().__init__()
         self.norm = check_norm(norm)
@@ -69,6 +73,7 @@ class MultiTaskNet(nn.Module):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.output_stride = output_stride
+        self.seg_skip = bool(seg_skip)
         self.encoder = build_encoder(
             encoder_name,
             in_channels=in_channels,
@@ -78,7 +83,9 @@ class MultiTaskNet(nn.Module):
         channels = list(self.encoder.out_channels)
         self.heads = nn.ModuleDict()
         if "seg" in self.tasks:
-            self.heads["seg"] = PSPSegmentationHead(channels[-1], num_classes)
+            self.heads["seg"] = PSPSegmentationHead(
+                channels[-1], num_classes, skip_channels=channels[2] if self.seg_skip else 0
+            )
         if "height" in self.tasks:
             # skip from the 1/4 stage (index 2 in smp's feature list)
             self.heads["height"] = HeightHead(channels[-1], skip_channels=channels[2])
@@ -95,6 +102,7 @@ class MultiTaskNet(nn.Module):
             "output_stride": self.output_stride,
             "norm": self.norm,
             **({"domains": list(self.domains)} if self.domains else {}),
+            **({"seg_skip": True} if self.seg_skip else {}),
         }
 
     def select_domain(self, name: str | None) -> str | None:
@@ -132,7 +140,7 @@ class MultiTaskNet(nn.Module):
         features = self.encoder(x)
         out: dict[str, torch.Tensor] = {}
         if "seg" in self.heads:
-            out["seg"] = self.heads["seg"](features[-1], size)
+            out["seg"] = self.heads["seg"](features[-1], size, skip=features[2])
         if "height" in self.heads:
             out["height"] = self.heads["height"](features[-1], size, skip=features[2])
         return out

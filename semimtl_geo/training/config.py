@@ -90,6 +90,12 @@ class ModelConfig:
     #: ``domain`` (BatchNorm with running statistics per training dataset, chosen by name
     #: at test time); :mod:`semimtl_geo.models.norm` says why.
     norm: str = "batch"
+    #: Fuse the encoder's 1/4 features into the segmentation head (a DeepLabV3+-style
+    #: decoder after the PSP module); the paper's PSP head has no skip (``false``).
+    seg_skip: bool = False
+    #: Channels of the discriminators' first convolution, doubled by each of the next three
+    #: (the paper's D: 64, 128, 256, 512); the CPU demo uses 32.
+    discriminator_width: int = 64
 
 
 @dataclass
@@ -469,6 +475,7 @@ def validate(cfg: TrainConfig) -> None:
         ("trainer.devices", cfg.trainer.devices),
         ("trainer.num_nodes", cfg.trainer.num_nodes),
         ("eval.patch_size", cfg.eval.patch_size),
+        ("model.discriminator_width", cfg.model.discriminator_width),
     ):
         if value <= 0:
             raise UserError(f"Config key '{key}' must be positive, got {value}.")

@@ -260,11 +260,14 @@ class SemiMTLModule(pl.LightningModule):
             domains=[role.name for role in self.plan.datasets]
             if cfg.model.norm == "domain"
             else None,
+            seg_skip=cfg.model.seg_skip,
         )
         self.discriminators = nn.ModuleDict()
         for task in self.plan.d_tasks:
             in_ch = self.num_classes if task == "seg" else 1
-            self.discriminators[task] = Discriminator(in_ch, self.plan.d_outputs)
+            self.discriminators[task] = Discriminator(
+                in_ch, self.plan.d_outputs, width=cfg.model.discriminator_width
+            )
         if cfg.trainer.channels_last:
             self.to(memory_format=torch.channels_last)
 

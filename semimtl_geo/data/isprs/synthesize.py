@@ -101,6 +101,10 @@ class SceneStyle:
         roof_top_m: height range of a roof (the ridge of a pitched one).
         pitched_share: probability that a roof is pitched (else flat).
         m2_per_tree: ground area per tree.
+        clutter_per_block: ``[low, high)`` clutter objects tried per block.
+        clutter_m: ``(width range, depth range)`` of a clutter object (containers,
+            construction material, sheds, bins: the real Potsdam labels a few per cent of
+            its pixels clutter, often as patches of several metres; Vaihingen far fewer).
 
     """
 
@@ -110,13 +114,17 @@ class SceneStyle:
     roof_top_m: tuple[float, float]
     pitched_share: float
     m2_per_tree: float
+    clutter_per_block: tuple[int, int]
+    clutter_m: tuple[tuple[float, float], tuple[float, float]]
 
 
 #: Potsdam: larger, mostly flat-roofed blocks; Vaihingen: small detached houses with
 #: pitched roofs and more trees.
 STYLES: dict[str, SceneStyle] = {
-    "potsdam": SceneStyle(45.0, (1, 4), ((10, 35), (10, 30)), (6.0, 25.0), 0.25, 220.0),
-    "vaihingen": SceneStyle(38.0, (2, 6), ((8, 18), (8, 16)), (4.0, 12.0), 0.75, 140.0),
+    "potsdam": SceneStyle(45.0, (1, 4), ((10, 35), (10, 30)), (6.0, 25.0), 0.25, 220.0,
+                          (1, 6), ((2.0, 10.0), (2.0, 8.0))),
+    "vaihingen": SceneStyle(38.0, (2, 6), ((8, 18), (8, 16)), (4.0, 12.0), 0.75, 140.0,
+                            (0, 3), ((1.5, 7.0), (1.5, 5.0))),
 }
 
 
@@ -236,11 +244,13 @@ def _place_building(rng: np.random.Generator, c: _Canvas, block: tuple[float, ..
     _shape_roof(rng, c, sl, top, style)
 
 
-def _scatter_clutter(rng: np.random.Generator, c: _Canvas, block: tuple[float, ...]) -> None:
+def _scatter_clutter(rng: np.random.Generator, c: _Canvas, block: tuple[float, ...],
+                     style: SceneStyle) -> None:
     """Scatter low clutter on the block's ground (containers, construction material, bins)."""
     x0, y0, x1, y1 = block
-    for _ in range(rng.integers(0, 3)):
-        cw, ch = rng.uniform(1.0, 6.0) * c.m, rng.uniform(1.0, 4.0) * c.m
+    (wlo, whi), (hlo, hhi) = style.clutter_m
+    for _ in range(rng.integers(*style.clutter_per_block)):
+        cw, ch = rng.uniform(wlo, whi) * c.m, rng.uniform(hlo, hhi) * c.m
         cx = rng.uniform(x0, max(x0 + 1, x1 - cw))
         cy = rng.uniform(y0, max(y0 + 1, y1 - ch))
         cs = c.box(cx, cy, cx + cw, cy + ch)
@@ -259,7 +269,7 @@ def _fill_block(rng: np.random.Generator, c: _Canvas, block: tuple[float, ...],
         c.cls[c.box(x0, y0, x1, y0 + pad)] = IMPERVIOUS
     for _ in range(rng.integers(*style.buildings_per_block)):
         _place_building(rng, c, block, pad, style)
-    _scatter_clutter(rng, c, block)
+    _scatter_clutter(rng, c, block, style)
 
 
 def _park_cars(rng: np.random.Generator, c: _Canvas, roads_h: list[Road],
