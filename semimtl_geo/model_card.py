@@ -266,7 +266,9 @@ def build_model_card(
         name=f"semimtl-geo {label} {encoder}",
         architecture=(
             f"{encoder} encoder (output stride {stride}, {norm}) with a PSP segmentation head "
-            "and a height head (SemiMTL, Wang et al., WACV 2022)"
+            + ("fusing the 1/4-resolution features (DeepLabV3+-style decoder) "
+               if model_config.get("seg_skip") else "")
+            + "and a height head (SemiMTL, Wang et al., WACV 2022)"
         ),
         tasks=mlm_tasks,
         input=[model_input],

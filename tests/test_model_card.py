@@ -190,3 +190,20 @@ def test_tiny_checkpoint_card_roundtrip(tmp_path):
     item = validate(tmp_path / "m.stac.json")
     assert set(item.assets) == {"checkpoint", "onnx_seg"}
     assert item.to_dict()["properties"]["mlm:output"][0]["result"]["shape"][1] == 6
+
+
+def test_card_names_the_seg_skip_decoder(tmp_path):
+    """model.seg_skip shows in mlm:architecture; the paper's head is described as before."""
+    from semimtl_geo.model_card import build_model_card
+
+    def architecture(model_config):
+        item = build_model_card(tmp_path / "m.stac.json", model_config, META, {}, [])
+        return item.to_dict()["properties"]["mlm:architecture"]
+
+    plain = MultiTaskNet("resnet18", 3, len(CLASSES), ("seg", "height"), None, 32).config()
+    skip = MultiTaskNet("resnet18", 3, len(CLASSES), ("seg", "height"), None, 32,
+                        seg_skip=True).config()
+    assert "1/4-resolution" not in architecture(plain)
+    assert architecture(plain).endswith("with a PSP segmentation head and a height head "
+                                        "(SemiMTL, Wang et al., WACV 2022)")
+    assert "PSP segmentation head fusing the 1/4-resolution features" in architecture(skip)
