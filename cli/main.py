@@ -19,8 +19,12 @@ from semimtl_geo.outputs import is_write_error, write_error
 from semimtl_geo.process_env import set_process_defaults
 
 # GDAL and OpenMP defaults, set once before torch or rasterio is imported anywhere (the
-# imports above load neither).
-set_process_defaults()
+# imports above load neither). A bad value the user exported ends in one sentence.
+try:
+    set_process_defaults()
+except UserError as _exc:
+    click.echo(f"Error: {_exc}", err=True)
+    sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

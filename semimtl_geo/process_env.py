@@ -33,6 +33,8 @@ import ctypes.util
 import os
 import sys
 
+from semimtl_geo.errors import UserError
+
 #: Largest block (bytes) glibc serves from the heap rather than a private mapping
 #: (glibc's upper limit on 64-bit systems).
 MMAP_THRESHOLD = 32 * 1024 * 1024
@@ -53,11 +55,24 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def set_process_defaults() -> None:
-    """Set :data:`DEFAULTS` in ``os.environ`` where the user has not set them; tune malloc."""
+    """Set :data:`DEFAULTS` in ``os.environ`` where the user has not set them; tune malloc.
+
+    Raises :class:`~semimtl_geo.errors.UserError` when a ``MALLOC_*_`` threshold the user
+    exported is not a whole number of bytes.
+    """
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
-    tune_allocator(int(os.environ["MALLOC_MMAP_THRESHOLD_"]),
-                   int(os.environ["MALLOC_TRIM_THRESHOLD_"]))
+    tune_allocator(_threshold("MALLOC_MMAP_THRESHOLD_"), _threshold("MALLOC_TRIM_THRESHOLD_"))
+
+
+def _threshold(key: str) -> int:
+    """Return the byte count in environment variable ``key`` (a non-negative integer)."""
+    text = os.environ[key].strip()
+    if not text.isdecimal() or int(text) > 2**31 - 1:
+        raise UserError(f"The environment variable {key}={os.environ[key]!r} is not a whole "
+                        f"number of bytes below 2^31; unset it to use the default "
+                        f"({DEFAULTS[key]}) or set such a number.")
+    return int(text)
 
 
 def tune_allocator(mmap_threshold: int, trim_threshold: int) -> bool:

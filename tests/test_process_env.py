@@ -42,3 +42,21 @@ def test_allocator_thresholds_are_accepted_by_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
     assert tune_allocator(32 * 1024 * 1024, 256 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("value", ["32M", "-1", "", "99999999999"])
+def test_a_bad_threshold_the_user_exported_ends_in_one_sentence(value):
+    """``MALLOC_MMAP_THRESHOLD_=32M semimtl-geo ...`` used to end in a ValueError traceback."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": value}
+    proc = subprocess.run([sys.executable, "-c", "import semimtl_geo.cli.main"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MALLOC_MMAP_THRESHOLD_" in lines[0] and "unset it" in lines[0]
+
+
+def test_a_valid_threshold_the_user_exported_is_kept(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", " 1048576")
+    set_process_defaults()
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == " 1048576"
