@@ -745,3 +745,71 @@ def test_resize_mode_maps_outputs_back_with_half_pixel_centres():
     raw = np.array([0.125, 1.0, 2.0, 2.875])
     expected = (raw / 255 - 0.5) / 0.25  # the stub's height: normalised band 0, metres x 1
     np.testing.assert_allclose(out["height"][0], np.broadcast_to(expected, (4, 4)), atol=1e-6)
+
+
+# ------------------------------------------------------------------ devices and buffers
+# PyTorch's "meta" device holds shapes but no data, and refuses to mix with CPU tensors:
+# it stands in for a GPU or MPS device here, where a tensor left on the CPU is an error.
+
+
+def test_engine_parts_put_their_tensors_on_the_device_they_are_given():
+    """Regression: ``_upload`` handed back a CPU tensor for every device but CUDA, so on
+    MPS the strip, its valid mask and the fill met accumulators on the MPS device
+    (``--device mps`` failed with a device mismatch)."""
+    from semimtl_geo.inference.engine import _argmax_classes, _fill_tensor, _upload
+
+    meta = torch.device("meta")
+    up = _upload(np.arange(60, dtype=np.uint8).reshape(3, 4, 5), meta)
+    assert (up.device, up.dtype, tuple(up.shape)) == (meta, torch.uint8, (3, 4, 5))
+    on_cpu = _upload(np.arange(6, dtype=np.uint8).reshape(2, 3)[:, ::2], torch.device("cpu"))
+    assert on_cpu.device.type == "cpu" and on_cpu.tolist() == [[0, 2], [3, 5]]
+    fill = _fill_tensor(np.array([1.0, 2.0], np.float32), np.dtype(np.uint8), meta)
+    assert (fill.device, fill.dtype, tuple(fill.shape)) == (meta, torch.uint8, (2, 1, 1))
+    # off the CPU the class argmax runs in torch, on the sums' device
+    classes = _argmax_classes(torch.empty((6, 4, 5), device=meta))
+    assert (classes.device, classes.dtype, tuple(classes.shape)) == (meta, torch.uint8, (4, 5))
+
+
+def test_prediction_keeps_its_buffers_on_the_predictor_device_whatever_torch_defaults_to():
+    """``torch.set_default_device("cuda")`` (a notebook habit) must not move the batch,
+    normalisation or blending buffers of a CPU prediction: each is made on the
+    predictor's device. The default is set to "meta" here; the outputs must not change."""
+    loaded = stub_loaded()
+    image = textured(100, 70, seed=2)
+    valid = np.ones((100, 70), bool)
+    valid[:, 60:] = False  # the fill and the skipped-window weights too
+    ref = predict_array(loaded, image, valid, patch_size=64, overlap=0.5, return_probs=True)
+    torch.set_default_device("meta")
+    try:
+        out = predict_array(loaded, image, valid, patch_size=64, overlap=0.5,
+                            return_probs=True)
+    finally:
+        torch.set_default_device(None)
+    assert set(out) == set(ref) == {"class", "probs", "height"}
+    for key in ref:
+        np.testing.assert_array_equal(out[key], ref[key])
+
+
+def test_forward_windows_reuses_the_workspace_buffers():
+    """The workspace dict keeps one buffer per output (allocated once per shape): a
+    second call with the same dict writes into the same tensors, with no resize warning
+    (a buffer of the wrong shape would be resized by torch, with a warning, every call)."""
+    import warnings
+
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded(), engine="eager")
+    grid = make_grid(40, 50, 64, 0.5)  # pad mode: 40 x 50 windows run at 40 x 56
+    windows = torch.from_numpy(textured(40, 50, seed=3)).expand(3, -1, -1, -1)
+    space: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = predictor.forward_windows(windows, grid, workspace=space)
+        ptrs = {k: v.data_ptr() for k, v in first.items()}
+        buffers = {k: v.data_ptr() for k, v in space.items()}
+        second = predictor.forward_windows(list(windows), grid, workspace=space)
+    assert {k: v.data_ptr() for k, v in second.items()} == ptrs
+    assert {k: v.data_ptr() for k, v in space.items()} == buffers
+    assert second["probs"].shape == (3, 6, 40, 50) and second["height"].shape == (3, 40, 50)
+    expected = (windows[:, 0].numpy().astype(np.float32) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(second["height"].numpy(), expected, atol=1e-6)

@@ -84,10 +84,11 @@ def _fill_tensor(fill: np.ndarray, dtype: np.dtype, device: torch.device) -> tor
 
 
 def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device`` (through pinned memory on CUDA; no copy on the CPU)."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
+    return tensor.to(device)  # a no-op on the CPU; MPS needs the copy (it did not get one)
 
 
 def _read_plan(grid: WindowGrid) -> list[tuple[int, int]]:
