@@ -121,14 +121,19 @@ def tiny() -> LoadedModel:
 
 def test_predict_cuda_bf16_channels_last_matches_cpu_fp32(tiny):
     image = textured(150, 170)
+    valid = np.ones((150, 170), bool)
+    valid[40:60, 50:90] = False  # nodata: the fill values and masks go to the GPU too
     runner = WindowPredictor(tiny, device="cuda")
     assert runner.cuda
     convs = [p for p in runner.model.parameters() if p.ndim == 4 and p.shape[-1] > 1]
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    gpu = predict_array(tiny, image, patch_size=64, overlap=0.5, predictor=runner,
+    gpu = predict_array(tiny, image, valid, patch_size=64, overlap=0.5, predictor=runner,
                         return_probs=True)
-    cpu = predict_array(tiny, image, patch_size=64, overlap=0.5, device="cpu",
+    cpu = predict_array(tiny, image, valid, patch_size=64, overlap=0.5, device="cpu",
                         return_probs=True)
+    assert (gpu["class"][~valid] == 255).all() and np.isnan(gpu["height"][~valid]).all()
+    gpu["height"][~valid] = cpu["height"][~valid] = 0.0
+    gpu["probs"][:, ~valid] = cpu["probs"][:, ~valid] = 0.0
     assert gpu["class"].dtype == np.uint8 and gpu["height"].dtype == np.float32
     assert np.isfinite(gpu["height"]).all()
     agree = (gpu["class"] == cpu["class"]).mean()

@@ -813,3 +813,61 @@ def test_forward_windows_reuses_the_workspace_buffers():
     assert second["probs"].shape == (3, 6, 40, 50) and second["height"].shape == (3, 40, 50)
     expected = (windows[:, 0].numpy().astype(np.float32) / 255 - 0.5) / 0.25
     np.testing.assert_allclose(second["height"].numpy(), expected, atol=1e-6)
+
+
+def test_prediction_ignores_torch_default_dtype():
+    """Blending accumulates in float32 whatever ``torch.set_default_dtype`` says: with a
+    float64 default the outputs are bit-identical (a buffer made without an explicit
+    dtype would accumulate in float64 and move the last bits, or hand back float64)."""
+    meta = stub_loaded().meta
+    loaded = LoadedModel(_ConvNet().eval(), meta, {})  # weights made under float32
+    image = textured(100, 70, seed=2)
+    valid = np.ones((100, 70), bool)
+    valid[:, 60:] = False
+    kwargs = {"patch_size": 64, "overlap": 0.5, "return_probs": True, "engine": "eager"}
+    ref = predict_array(loaded, image, valid, **kwargs)
+    torch.set_default_dtype(torch.float64)
+    try:
+        out = predict_array(loaded, image, valid, **kwargs)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for key in ("class", "probs", "height"):
+        assert out[key].dtype == ref[key].dtype
+        np.testing.assert_array_equal(out[key], ref[key])
+
+
+def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
+    """Rows queued for the blending thread when the caller fails are dropped, not written:
+    the sink holds the first rows until the model call has failed; the second window
+    row's blend and rows, queued by then, never reach it."""
+    import threading
+    import time
+
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded())
+    image = textured(300, 60)
+    grid = make_grid(300, 60, 64, 0.5)  # one window per row: one batch per window row
+    failed, calls, emitted = threading.Event(), {"n": 0}, []
+    original = predictor.forward_windows
+
+    def flaky(windows, grid, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # batch 2 reuses batch 0's buffers, whose blend is done
+            failed.set()
+            raise KeyboardInterrupt
+        return original(windows, grid, **kwargs)
+
+    def sink(rows):
+        emitted.append(rows.row_start)
+        if len(emitted) == 1:
+            assert failed.wait(60)
+            time.sleep(1.0)  # the caller reaches the blending thread's shutdown meanwhile
+
+    monkeypatch.setattr(predictor, "forward_windows", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 60), bool)),
+                            predictor, sink, batch_size=1)
+    assert calls["n"] == 3 and emitted == [0]
+    assert not _blend_threads()
