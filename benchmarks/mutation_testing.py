@@ -606,6 +606,87 @@ EQUIVALENT |= {
         )
     },
 }
+#: Equivalent mutants of the engine as rewritten by issue 14 (the ring accumulators in
+#: :class:`_Accumulators`, the blending thread :class:`_Worker`), and of ``_upload`` since
+#: it moves strips to every non-CPU device (issue 18).
+_ENG = "semimtl_geo.inference.engine"
+_ACC = _ENG + "._Accumulators"
+_NEVER_READ = ("the initial value is never read: the first window row always starts a new "
+               "strip (strip is None), which sets strip and valid")
+_SLOTS = ("the counter only picks which of the two workspaces a batch uses; a batch waits "
+          "for the blending of the previous user of its workspace (slot_users) before "
+          "overwriting it, so any slot sequence gives the same values (only the overlap "
+          "of model and blending changes)")
+EQUIVALENT |= {
+    **{(_RSW, line): _NEVER_READ for line in (
+        "valid = np.zeros((0, grid.width), None)  # the strip's valid mask (host)",
+        "valid = np.zeros((0, grid.width), )  # the strip's valid mask (host)",
+        "valid = np.zeros((1, grid.width), bool)  # the strip's valid mask (host)",
+    )},
+    (_RSW, "origin = 1  # accumulator row of band row 0 (the blending thread's order, known "
+           "here)"):
+        "every accumulator is addressed through the same ring origin and starts at zero: "
+        "a ring rotated by one row holds the same sums",
+    (_RSW, "batches = 1"): _SLOTS,
+    (_RSW, "batches += 2"): _SLOTS,
+    **{(_RSW, line): "at most one strip read is pending at a time (the next is submitted "
+       "after the current one is taken), so more reader threads change nothing"
+       for line in (
+           'with ThreadPoolExecutor(max_workers=None, thread_name_prefix="semimtl-read") as '
+           'reader, \\',
+           'with ThreadPoolExecutor(thread_name_prefix="semimtl-read") as reader, \\',
+           'with ThreadPoolExecutor(max_workers=2, thread_name_prefix="semimtl-read") as '
+           'reader, \\',
+       )},
+    **{(_RSW, line): "the prefix only names the reader thread (for debuggers)"
+       for line in (
+           "with ThreadPoolExecutor(max_workers=1, thread_name_prefix=None) as reader, \\",
+           "with ThreadPoolExecutor(max_workers=1, ) as reader, \\",
+           'with ThreadPoolExecutor(max_workers=1, thread_name_prefix="XXsemimtl-readXX") as '
+           'reader, \\',
+           'with ThreadPoolExecutor(max_workers=1, thread_name_prefix="SEMIMTL-READ") as '
+           'reader, \\',
+       )},
+    **{(_ENG + "._Worker.__init__", line): "the prefix only names the blending thread (for "
+       "debuggers; the tests look it up by this name, so a renamed thread only makes their "
+       "'no thread left' checks vacuous, it does not change what runs)"
+       for line in (
+           "self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=None)",
+           "self.pool = ThreadPoolExecutor(max_workers=1, )",
+           'self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="XXsemimtl-blendXX")',
+           'self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SEMIMTL-BLEND")',
+       )},
+    (_ENG + "._Worker.__exit__", "self.pool.shutdown(cancel_futures=True)"):
+        "wait=True is shutdown's default",
+    **{(_ENG + "._argmax_classes", line): "the CPU then takes the torch implementation, "
+       "which gives the same classes (ties to the lowest, NaN to the last; both checked "
+       "against torch.argmax): the test only picks the faster one"
+       for line in ('if sums.device.type == "XXcpuXX":', 'if sums.device.type == "CPU":')},
+    (_ENG + "._argmax_classes_torch", "for k in range(num - 2, -2, -1):"):
+        "the extra step k = -1 makes the mark (eq - 1) | -1 = 255 everywhere, which the "
+        "element-wise minimum ignores",
+    **{(_ENG + "._upload", line): "CUDA then takes the plain .to(device) copy: the same "
+       "tensor on the device, only without the pinned, asynchronous upload"
+       for line in ('if device.type == "XXcudaXX":', 'if device.type == "CUDA":')},
+    (_ACC + ".flush", "torch.logical_and(valid_dev[band_rows], acc_w[acc_rows] >= 0, "
+                      "out=ok[band_rows])"):
+        "a valid pixel always lies in a window that ran (it is valid itself) and Hann "
+        "weights are floored above 0, so acc_w > 0 wherever valid",
+    **{(_ACC + ".flush", line): "IGNORE_INDEX is the constant 255: the masked_fill_ branch "
+       "is dead code, and taking it gives the same 255 where not ok"
+       for line in (
+           "if IGNORE_INDEX != 255:  # ok - 1 is 0 where valid, 255 where not (uint8)",
+           "if IGNORE_INDEX == 256:  # ok - 1 is 0 where valid, 255 where not (uint8)",
+           "cls.masked_fill_(None, IGNORE_INDEX)", "cls.masked_fill_(~ok, None)",
+           "cls.masked_fill_(IGNORE_INDEX)", "cls.masked_fill_(~ok, )",
+           "cls.masked_fill_(ok, IGNORE_INDEX)",
+       )},
+    **{(_ACC + ".flush", line): 'float("NAN") is float("nan")'
+       for line in ('probs.masked_fill_(~ok, float("NAN"))',
+                    'height.masked_fill_(~ok, float("NAN"))')},
+}
+_GPU_PREDICT = ("CUDA only: tests/test_gpu.py::"
+                "test_predict_cuda_bf16_channels_last_matches_cpu_fp32")
 CUDA_ONLY_EXTRA = {
     (_FW, 'height = _buffer(space, "height", (y.shape[0], *y.shape[2:]), None)'),
 }
@@ -684,6 +765,14 @@ CUDA_ONLY: dict[tuple[str, str], str] = {
         "(logits.shape[0], *logits.shape[2:]), label, dtype=torch.long, )",
     ): "CUDA only: tests/test_gpu.py::test_bf16_generator_terms_match_fp32",
 }
+
+CUDA_ONLY |= {
+    (_RSW, "fill = _fill_tensor(predictor.fill_values, new_pixels.dtype, None)"): _GPU_PREDICT
+    + " (its nodata block)",
+    (_ACC + ".__init__", "dev = self.device = None"): _GPU_PREDICT,
+}
+for _line in ('if device.type == "XXcudaXX":', 'if device.type == "CUDA":'):
+    CUDA_ONLY.pop((_ENG + "._upload", _line), None)  # equivalent since _upload moves to any device
 
 
 # --------------------------------------------------------------------------- planted bugs

@@ -871,3 +871,15 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
                             predictor, sink, batch_size=1)
     assert calls["n"] == 3 and emitted == [0]
     assert not _blend_threads()
+
+
+def test_segmentation_only_prediction_matches_the_two_task_classes():
+    """``tasks=["seg"]``: no height buffer is made or blended (the model's height output is
+    not asked for) and the classes equal those of the two-task run."""
+    loaded = stub_loaded()
+    image = textured(90, 100, seed=6)
+    both = predict_array(loaded, image, patch_size=64, overlap=0.5)
+    seg = predict_array(loaded, image, patch_size=64, overlap=0.5, tasks=["seg"],
+                        return_probs=True)
+    assert set(seg) == {"class", "probs"}
+    np.testing.assert_array_equal(seg["class"], both["class"])
