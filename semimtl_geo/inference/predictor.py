@@ -143,7 +143,8 @@ def macs_per_pixel(model: torch.nn.Module, in_channels: int, device: torch.devic
     handles = [m.register_forward_hook(count) for m in layers]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, in_channels, size, size, device=device))
+            # float32 like every batch the pipeline feeds, whatever torch.get_default_dtype()
+            model(torch.zeros(1, in_channels, size, size, dtype=torch.float32, device=device))
     finally:
         for handle in handles:
             handle.remove()
