@@ -685,6 +685,8 @@ EQUIVALENT |= {
        for line in ('probs.masked_fill_(~ok, float("NAN"))',
                     'height.masked_fill_(~ok, float("NAN"))')},
 }
+EQUIVALENT[(_FW, ")")] = ("align_corners=False is F.interpolate's default for bilinear "
+                           "(torch 2.x no longer warns): dropping it changes nothing")
 _GPU_PREDICT = ("CUDA only: tests/test_gpu.py::"
                 "test_predict_cuda_bf16_channels_last_matches_cpu_fp32")
 CUDA_ONLY_EXTRA = {

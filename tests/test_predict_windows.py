@@ -850,7 +850,7 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
     image = textured(300, 60)
     grid = make_grid(300, 60, 64, 0.5)  # one window per row: one batch per window row
     failed, calls, emitted = threading.Event(), {"n": 0}, []
-    original = predictor.forward_windows
+    original = predictor.run_model  # the engine's model call
 
     def flaky(windows, grid, **kwargs):
         calls["n"] += 1
@@ -865,7 +865,7 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
             assert failed.wait(60)
             time.sleep(1.0)  # the caller reaches the blending thread's shutdown meanwhile
 
-    monkeypatch.setattr(predictor, "forward_windows", flaky)
+    monkeypatch.setattr(predictor, "run_model", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 60), bool)),
                             predictor, sink, batch_size=1)
