@@ -140,7 +140,8 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise _invalid(path, "'model' is not a mapping")
     ints = {"in_channels": cfg.get("in_channels"), "num_classes": cfg.get("num_classes"),
-            "output_stride": cfg.get("output_stride", 8)}
+            "output_stride": cfg.get("output_stride", 8),
+            "height_channels": cfg.get("height_channels", 256)}
     for name, value in ints.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise _invalid(path, f"model '{name}' is {value!r}")
@@ -247,6 +248,7 @@ def load_model_checkpoint(
             norm=cfg["norm"],
             domains=cfg["domains"],
             seg_skip=cfg["seg_skip"],
+            height_channels=cfg["height_channels"],
         )
     except UserError as exc:  # e.g. an encoder this installation does not know
         raise _invalid(path, str(exc).split(";")[0].rstrip(".")) from None

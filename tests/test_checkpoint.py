@@ -44,7 +44,7 @@ def test_checkpoint_roundtrip_with_seg_skip(tmp_path, norm) -> None:
     torch.manual_seed(3)
     domains = ["potsdam", "vaihingen"] if norm == "domain" else None
     net = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16, norm=norm,
-                       domains=domains, seg_skip=True)
+                       domains=domains, seg_skip=True, height_channels=64)
     for name, buf in net.named_buffers():  # non-trivial statistics
         if name.endswith("running_mean"):
             buf.uniform_(-0.2, 0.2)
@@ -52,10 +52,12 @@ def test_checkpoint_roundtrip_with_seg_skip(tmp_path, norm) -> None:
     meta = ModelMeta(bands=["R", "G", "B"], mean=[0.1] * 3, std=[0.2] * 3, height_scale=1.0)
     path = save_model_checkpoint(tmp_path / "m.pt", net, meta)
     loaded = load_model_checkpoint(path)
-    assert loaded.model.seg_skip and loaded.model.config() == net.config()
+    assert loaded.model.seg_skip and loaded.model.height_channels == 64
+    assert loaded.model.config() == net.config()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(net(x)["seg"], loaded.model(x)["seg"])
+        a, b = net(x), loaded.model(x)
+    assert torch.equal(a["seg"], b["seg"]) and torch.equal(a["height"], b["height"])
     payload = read_checkpoint_file(path)
     payload[CHECKPOINT_KEY]["model"]["seg_skip"] = "yes"
     write_checkpoint_file(payload, tmp_path / "bad.pt")

@@ -159,3 +159,15 @@ def test_seg_skip_gradients_reach_decoder_and_early_encoder() -> None:
         grads = [p.grad for p in module.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_height_channels_narrow_the_height_head() -> None:
+    """model.height_channels: the head's first convolution and its halving stages."""
+    net = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16, height_channels=128)
+    head = net.heads["height"]
+    assert head.reduce[0].out_channels == 128 and head.skip[0].out_channels == 32
+    assert [s[0].out_channels for s in head.stages] == [80, 40]  # (128 + 32) halved twice
+    assert net.config()["height_channels"] == 128
+    assert "height_channels" not in MultiTaskNet("resnet18", tasks=("height",)).config()
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 64, 72))["height"].shape == (1, 1, 64, 72)

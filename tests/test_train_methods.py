@@ -44,13 +44,19 @@ def make_module(method, mode="m2"):
 
 def test_discriminator_width_and_seg_skip_come_from_the_config():
     data = toy.toy_config_dict("semimtl", "m2")
-    data["model"] = {**data.get("model", {}), "discriminator_width": 16, "seg_skip": True}
+    data["model"] = {**data.get("model", {}), "discriminator_width": 16, "seg_skip": True,
+                     "height_channels": 64}
     cfg = config_from_dict(data)
     plan = plan_method(cfg)
     module = SemiMTLModule(cfg, build_meta(cfg, plan, describe_datasets(cfg, plan)))
     for disc in module.discriminators.values():
         assert disc.width == 16 and disc.layers[0].out_channels == 16
     assert module.generator.seg_skip
+    assert module.generator.heads["height"].reduce[0].out_channels == 64
+    data["model"]["height_channels"] = -1
+    with pytest.raises(UserError, match="model.height_channels' must be positive"):
+        config_from_dict(data)
+    data["model"]["height_channels"] = 64
     data["model"]["discriminator_width"] = 0
     with pytest.raises(UserError, match="model.discriminator_width' must be positive"):
         config_from_dict(data)

@@ -47,6 +47,8 @@ class MultiTaskNet(nn.Module):
             :mod:`semimtl_geo.models.norm` says when that matters.
         domains: with ``norm="domain"``, the training datasets' names, in order; the first
             is active until :meth:`select_domain` picks another.
+        height_channels: channels of the height head's first convolution (halved by each
+            up-sampling stage; :class:`~semimtl_geo.models.heads.HeightHead`).
         seg_skip: give the segmentation head a DeepLabV3+-style decoder on the 1/4
             encoder features (:class:`~semimtl_geo.models.heads.PSPSegmentationHead`);
             the paper's PSP head has none (``False``).
@@ -64,6 +66,7 @@ class MultiTaskNet(nn.Module):
         norm: str = "batch",
         domains: Sequence[str] | None = None,
         seg_skip: bool = False,
+        height_channels: int = 256,
     ) -> None:
         super().__init__()
         self.norm = check_norm(norm)
@@ -74,6 +77,7 @@ class MultiTaskNet(nn.Module):
         self.num_classes = num_classes
         self.output_stride = output_stride
         self.seg_skip = bool(seg_skip)
+        self.height_channels = int(height_channels)
         self.encoder = build_encoder(
             encoder_name,
             in_channels=in_channels,
@@ -88,7 +92,9 @@ class MultiTaskNet(nn.Module):
             )
         if "height" in self.tasks:
             # skip from the 1/4 stage (index 2 in smp's feature list)
-            self.heads["height"] = HeightHead(channels[-1], skip_channels=channels[2])
+            self.heads["height"] = HeightHead(
+                channels[-1], skip_channels=channels[2], hidden_channels=self.height_channels
+            )
         convert_norm(self, self.norm, len(self.domains))
         self.domain = self.domains[0] if self.domains else None
 
@@ -103,6 +109,7 @@ class MultiTaskNet(nn.Module):
             "norm": self.norm,
             **({"domains": list(self.domains)} if self.domains else {}),
             **({"seg_skip": True} if self.seg_skip else {}),
+            **({"height_channels": self.height_channels} if self.height_channels != 256 else {}),
         }
 
     def select_domain(self, name: str | None) -> str | None:

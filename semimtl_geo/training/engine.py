@@ -261,6 +261,7 @@ class SemiMTLModule(pl.LightningModule):
             if cfg.model.norm == "domain"
             else None,
             seg_skip=cfg.model.seg_skip,
+            height_channels=cfg.model.height_channels,
         )
         self.discriminators = nn.ModuleDict()
         for task in self.plan.d_tasks:
