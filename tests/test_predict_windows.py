@@ -883,3 +883,29 @@ def test_segmentation_only_prediction_matches_the_two_task_classes():
                         return_probs=True)
     assert set(seg) == {"class", "probs"}
     np.testing.assert_array_equal(seg["class"], both["class"])
+
+
+def test_tasks_queued_behind_a_failed_blending_task_do_nothing():
+    """The first failing task (say, the sink: disk full) stops the worker: the flushes
+    already queued behind it must not call the sink again before the caller notices
+    (this raced before: a third row could reach the sink after the error)."""
+    import threading
+
+    from semimtl_geo.inference.engine import _Worker
+
+    gate, ran = threading.Event(), []
+
+    def fail_when_released():
+        gate.wait(5)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"), _Worker(torch.device("cpu")) as worker:
+        first = worker.submit(fail_when_released)
+        later = [worker.submit(ran.append, k) for k in range(3)]  # queued behind it
+        gate.set()
+        for future in later:
+            future.result(timeout=5)
+        assert first.exception(timeout=5) is not None
+        assert ran == []
+        worker.submit(ran.append, 99)  # the caller's next submit raises the first error
+    assert ran == []

@@ -256,19 +256,29 @@ class _Worker:
     single-threaded work that otherwise leaves a core idle; on CUDA it queues kernels on
     the same default stream). Each task runs under ``inference_mode`` (thread-local) and,
     on the CPU, on one torch thread (:func:`one_thread`). The first error of a task is
-    raised in the caller at its next :meth:`submit` or on leaving the ``with`` block;
-    leaving it with an exception cancels the tasks not yet started and waits for the
-    running one, so nothing writes after the caller has moved on.
+    raised in the caller at its next :meth:`submit` or on leaving the ``with`` block, and
+    the tasks queued behind it do nothing; leaving it with an exception cancels the tasks
+    not yet started and waits for the running one, so nothing writes after the caller has
+    moved on.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semimtl-blend")
         self.futures: deque[Future] = deque()
+        #: Set by the first task that fails: the tasks queued behind it are skipped, so no
+        #: later row reaches the sink between the error and the caller noticing it.
+        self.failed = False
 
     def _run(self, fn: Callable[..., None], *args: object) -> None:
-        with torch.inference_mode(), one_thread(self.device):
-            fn(*args)
+        if self.failed:
+            return
+        try:
+            with torch.inference_mode(), one_thread(self.device):
+                fn(*args)
+        except BaseException:
+            self.failed = True
+            raise
 
     def submit(self, fn: Callable[..., None], *args: object) -> Future:
         """Queue ``fn(*args)``; first raise the error of any task already finished."""
