@@ -843,6 +843,7 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
     import threading
     import time
 
+    from semimtl_geo.inference import engine
     from semimtl_geo.inference.engine import run_sliding_windows
     from semimtl_geo.inference.predictor import WindowPredictor
 
@@ -859,12 +860,19 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
             raise KeyboardInterrupt
         return original(windows, grid, **kwargs)
 
+    workers = []
+    enter = engine._Worker.__enter__
+
     def sink(rows):
         emitted.append(rows.row_start)
-        if len(emitted) == 1:
+        if len(emitted) == 1:  # hold the worker until the caller has failed and left it
             assert failed.wait(60)
-            time.sleep(1.0)  # the caller reaches the blending thread's shutdown meanwhile
+            deadline = time.monotonic() + 60
+            while not workers[0].failed and time.monotonic() < deadline:
+                time.sleep(0.01)
 
+    monkeypatch.setattr(engine._Worker, "__enter__",
+                        lambda self: (workers.append(self), enter(self))[1])
     monkeypatch.setattr(predictor, "run_model", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 60), bool)),

@@ -293,6 +293,8 @@ class _Worker:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
+        if exc_type is not None:
+            self.failed = True  # a task already queued does nothing once the caller failed
         try:
             if exc_type is None:
                 while self.futures:
