@@ -521,39 +521,26 @@ def test_engine_ring_band_matches_whole_image_blending(height, patch, overlap):
     assert (classes[~valid] == 255).all() and np.isnan(heights[~valid]).all()
 
 
-def test_one_thread_restores_the_thread_count():
-    from semimtl_geo.inference.predictor import one_thread
+@pytest.mark.parametrize("name, inside", [
+    ("one_thread", {4: 1, 2: 1, 1: 1}),  # the blending thread
+    ("model_threads", {4: 3, 2: 1, 1: 1}),  # a light network leaves one to the blending
+])
+def test_thread_counts_inside_and_restored_after(name, inside):
+    from semimtl_geo.inference import predictor
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with one_thread(torch.device("cpu")):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        with pytest.raises(RuntimeError), one_thread(torch.device("cpu")):
-            raise RuntimeError
-        assert torch.get_num_threads() == 2
-        with one_thread(torch.device("meta")):  # only the CPU is affected
-            assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_model_threads_leaves_one_thread_to_the_blending_and_restores():
-    from semimtl_geo.inference.predictor import model_threads
-
+    threads_for = getattr(predictor, name)
     before = torch.get_num_threads()
     try:
-        for threads, inside in ((4, 3), (2, 1), (1, 1)):
+        for threads, expected in inside.items():
             torch.set_num_threads(threads)
-            with model_threads(torch.device("cpu")):
-                assert torch.get_num_threads() == inside
+            with threads_for(torch.device("cpu")):
+                assert torch.get_num_threads() == expected
             assert torch.get_num_threads() == threads
         torch.set_num_threads(2)
-        with pytest.raises(RuntimeError), model_threads(torch.device("cpu")):
+        with pytest.raises(RuntimeError), threads_for(torch.device("cpu")):
             raise RuntimeError
         assert torch.get_num_threads() == 2
-        with model_threads(torch.device("meta")):  # only the CPU is affected
+        with threads_for(torch.device("meta")):  # only the CPU is affected
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -96,11 +96,22 @@ def one_thread(device: torch.device) -> Iterator[None]:
     6-8 (3000 x 3000 stand-in): 5.0-6.5 CPU s / 13-14 s wall with the blending on one
     thread, 8.5-9.3 CPU s / 18-20 s wall on two. The values are the same either way.
     """
+    with _cpu_threads(device, 1):
+        yield
+
+
+@contextmanager
+def _cpu_threads(device: torch.device, inside: int) -> Iterator[None]:
+    """Run the enclosed block on ``inside`` (at least 1) CPU threads, then restore the count.
+
+    Nothing changes off the CPU or when the count would not drop.
+    """
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
+    inside = max(1, inside)
+    if device.type != "cpu" or inside >= threads:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(inside)
     try:
         yield
     finally:
@@ -168,14 +179,8 @@ def model_threads(device: torch.device, light: bool = True) -> Iterator[None]:
     Nothing changes off the CPU, with one thread, or for a heavy network.
     """
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1 or not light:
+    with _cpu_threads(device, threads - 1 if light else threads):
         yield
-        return
-    torch.set_num_threads(threads - 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class WindowPredictor:
@@ -227,7 +232,12 @@ class WindowPredictor:
 
     @property
     def light(self) -> bool:
-        """Whether the network is light (:data:`LIGHT_MACS_PER_PIXEL`; counted once)."""
+        """Whether the network is light (:data:`LIGHT_MACS_PER_PIXEL`; counted once).
+
+        Only the CPU's thread split uses it, so off the CPU it is ``False`` without a probe.
+        """
+        if self.device.type != "cpu":
+            return False
         if self._light is None:
             macs = macs_per_pixel(self.model, self.in_channels, self.device)
             self._light = macs < LIGHT_MACS_PER_PIXEL
