@@ -934,7 +934,7 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def _configure(dest: Path, group: Group) -> None:
+def _configure(dest: Path, group: Group, timeout_multiplier: float = 60.0) -> None:
     text = (dest / "pyproject.toml").read_text()
     text += (
         "\n[tool.mutmut]\n"
@@ -947,8 +947,10 @@ def _configure(dest: Path, group: Group) -> None:
         'process_isolation = "forkserver"\n'
         # mutmut stops a mutant's tests after 15 x (their measured time + 1 s) of wall
         # clock by default; on the shared, loaded cores that cut off tests that pass, and
-        # counted whole functions as "killed" by timeout. 60 x leaves room for the load.
-        "timeout_multiplier = 60.0\n"
+        # counted whole functions as "killed" by timeout. 60 x leaves room for the load
+        # (--timeout-multiplier: mutmut's wall limit is this x (tests' time + 1 s), its CPU
+        # limit twice that).
+        f"timeout_multiplier = {timeout_multiplier}\n"
         # a new commit (a rebase) made mutmut throw away every verdict of a group whose
         # sources had not changed; the function hashes decide what is stale
         "use_git_change_detection = false\n"
@@ -962,15 +964,17 @@ def _mutmut() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "mutmut"]
 
 
-def _survivors(group: Group) -> list[str]:
+def _survivors(group: Group, timeouts_only: bool = False) -> list[str]:
     dest = WORK / group.name
+    wanted = ("timeout",) if timeouts_only else ("survived", "timeout", "no tests", "skipped",
+                                                 "not checked", "suspicious", "type check")
     names = []
     for rel in group.files:
         meta = dest / "mutants" / (rel + ".meta")
         if meta.exists():
             codes = json.loads(meta.read_text())["exit_code_by_key"]
             # timeouts are re-run too: under load a passing test can overrun its limit
-            names += [k for k, v in codes.items() if STATUS.get(v) != "killed"]
+            names += [k for k, v in codes.items() if STATUS.get(v, "suspicious") in wanted]
     if group.mutants:
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in group.mutants)]
     return names
@@ -1006,11 +1010,12 @@ def _sample(names: list[str], fraction: float, seed: int) -> list[str]:
 
 def run_group(group: Group, max_children: int, timeout: float, incremental: bool,
               survivors_only: bool, argv: list[str], patterns: list[str] | None = None,
-              sample: float | None = None, seed: int = 0) -> None:
+              sample: float | None = None, seed: int = 0,
+              timeout_multiplier: float = 60.0, timeouts_only: bool = False) -> None:
     dest = WORK / group.name
     selection = list(group.mutants)
     if survivors_only:
-        selection = _survivors(group)
+        selection = _survivors(group, timeouts_only)
         if not selection:
             print(f"[{group.name}] no survivors to re-run", flush=True)
             return
@@ -1038,7 +1043,7 @@ def run_group(group: Group, max_children: int, timeout: float, incremental: bool
             # keep the source's time: mutmut regenerates a file's mutants (minutes for
             # engine.py) only when the source is newer than them
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    _configure(dest, group)
+    _configure(dest, group, timeout_multiplier)
     # mutmut maps tests to functions once and, on a re-run, only for new tests: a function
     # that was not mutated before (a newly unwrapped one) would get no tests. Collect the
     # map afresh then (the verdicts of unchanged functions are kept all the same).
@@ -1332,13 +1337,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="run a seeded random FRACTION (per function) of the mutants an "
                              "earlier run left unchecked; the report scores checked mutants")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    parser.add_argument("--timeout-multiplier", type=float, default=60.0,
+                        help="mutmut's per-mutant wall limit is this x (the tests' measured "
+                             "time + 1 s); a longer one re-checks timeouts (slow pass or hang)")
+    parser.add_argument("--timeouts-only", action="store_true",
+                        help="with --survivors-only: re-run only the mutants that timed out")
     args = parser.parse_args(argv)
     chosen = [g for g in GROUPS if g.name in args.groups]
     if not args.report_only:
         for group in chosen:
             run_group(group, args.max_children, args.timeout, args.incremental,
                       args.survivors_only, argv if argv is not None else sys.argv[1:],
-                      args.mutants, args.sample, args.seed)
+                      args.mutants, args.sample, args.seed, args.timeout_multiplier,
+                      args.timeouts_only)
     planted = None
     planted_file = RESULTS / "mutation_planted.json"
     if not args.no_planted and not args.report_only:

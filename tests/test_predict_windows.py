@@ -579,16 +579,34 @@ def test_macs_per_pixel_hand_computed_and_heavy_networks_keep_every_thread():
         torch.set_num_threads(before)
 
 
+class _WideNet(_ConvNet):
+    """_ConvNet through 64 channels first: 3 x 9 x 64 + 64 x 9 x 7 = 5760 MACs per pixel,
+    a heavy network (LIGHT_MACS_PER_PIXEL is 1000)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide = torch.nn.Conv2d(3, 64, 3, padding=1)
+        self.conv = torch.nn.Conv2d(64, 7, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return super().forward(self.wide(x))
+
+
+@pytest.mark.parametrize("light", [True, False])
 def test_engine_runs_the_network_on_one_thread_fewer_and_softmax_in_the_blending_thread(
-        monkeypatch):
-    """On the CPU the model call gets threads - 1; softmax and scaling run in the thread
-    that blends (one torch thread)."""
+        monkeypatch, light):
+    """On the CPU a light network's model call gets threads - 1, a heavy one's every
+    thread; softmax and scaling run in the thread that blends (one torch thread)."""
     import threading
 
     from semimtl_geo.inference.engine import run_sliding_windows
     from semimtl_geo.inference.predictor import WindowPredictor
 
-    predictor = WindowPredictor(stub_loaded())
+    loaded = stub_loaded()
+    if not light:
+        loaded = LoadedModel(_WideNet().eval(), loaded.meta, {})
+    predictor = WindowPredictor(loaded)
+    assert predictor.light is light
     image = textured(150, 150)
     grid = make_grid(150, 150, 64, 0.5)
     seen = {"model": set(), "finish": set()}
@@ -613,7 +631,7 @@ def test_engine_runs_the_network_on_one_thread_fewer_and_softmax_in_the_blending
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert seen["model"] == {(threading.main_thread().name, 1)}
+    assert seen["model"] == {(threading.main_thread().name, 1 if light else 2)}
     assert seen["finish"] == {("semimtl-blend", 1)}
     assert sum(len(r.valid) for r in rows) == 150
 
@@ -800,6 +818,10 @@ def test_forward_windows_reuses_the_workspace_buffers():
     assert second["probs"].shape == (3, 6, 40, 50) and second["height"].shape == (3, 40, 50)
     expected = (windows[:, 0].numpy().astype(np.float32) / 255 - 0.5) / 0.25
     np.testing.assert_allclose(second["height"].numpy(), expected, atol=1e-6)
+    # the normalised batch is kept there too (the model's input, before padding)
+    normalised = (windows.float() / 255 - 0.5) / 0.25
+    assert [k for k, v in space.items() if v.shape == normalised.shape
+            and torch.allclose(v, normalised, atol=1e-6)]
 
 
 def test_prediction_ignores_torch_default_dtype():
@@ -904,3 +926,253 @@ def test_tasks_queued_behind_a_failed_blending_task_do_nothing():
         assert ran == []
         worker.submit(ran.append, 99)  # the caller's next submit raises the first error
     assert ran == []
+
+
+# ------------------------------------------- engine parts on a device, threads and overlap
+
+
+def test_accumulators_are_made_on_the_predictor_device():
+    """The ring accumulators, the Hann weights and the full-row weight sums live on the
+    predictor's device (on CUDA the accumulators never leave the GPU); "meta" stands in
+    for a GPU: a tensor left on the CPU shows up as a CPU device here."""
+    from types import SimpleNamespace
+
+    from semimtl_geo.inference.engine import _Accumulators
+
+    meta = torch.device("meta")
+    predictor = SimpleNamespace(device=meta, tasks=("seg", "height"), num_classes=6)
+    acc = _Accumulators(make_grid(64, 100, 64, 0.5), predictor, lambda rows: None, False)
+    assert acc.device == meta
+    for name, shape in [("weight", (64, 64)), ("acc_w", (64, 100)), ("sums", (6, 64, 100)),
+                        ("acc_h", (64, 100)), ("full_wsum", (64, 100))]:
+        tensor = getattr(acc, name)
+        assert (tensor.device, tensor.dtype, tuple(tensor.shape)) == (
+            meta, torch.float32, shape), name
+
+
+@pytest.mark.parametrize("default", ["device", "dtype"])
+def test_finished_rows_are_float32_on_the_accumulators_device_whatever_torch_defaults(default):
+    """Finishing rows makes its buffers (validity, classes, probabilities, heights) on the
+    accumulators' device, in float32 / uint8: neither a default device ("meta" here; on a
+    GPU, buffers on the wrong device) nor a float64 default dtype changes the rows the
+    sink gets. One 64 x 64 window of hand-made probabilities and heights, blended alone:
+    the finished rows are those values, class 255 and NaN where not valid."""
+    from semimtl_geo.classes import IGNORE_INDEX
+    from semimtl_geo.inference.engine import _Accumulators, _ring_pieces
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    grid = make_grid(64, 64, 64, 0.5)  # one window
+    rows = []
+    acc = _Accumulators(grid, WindowPredictor(stub_loaded()), rows.append, True)
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1, 6, 64, 64, generator=gen) * 3, dim=1)
+    height = torch.randn(1, 64, 64, generator=gen) * 10
+    pieces = _ring_pieces(0, 0, 64, 64)
+    acc.add_full_weights(pieces)
+    acc.blend({"probs": probs, "height": height}, [0], pieces, False)
+    valid = np.ones((64, 64), bool)
+    valid[5:9, 20:40] = False
+    if default == "device":
+        torch.set_default_device("meta")
+    else:
+        torch.set_default_dtype(torch.float64)
+    try:
+        acc.flush(0, 64, 0, torch.from_numpy(valid))
+    finally:
+        torch.set_default_device(None)
+        torch.set_default_dtype(torch.float32)
+    (out,) = rows
+    assert (out.valid.dtype, out.classes.dtype) == (np.bool_, np.uint8)
+    assert out.probs.dtype == out.height.dtype == np.float32
+    np.testing.assert_array_equal(out.valid, valid)
+    expected = probs[0].argmax(0).numpy()
+    np.testing.assert_array_equal(out.classes[valid], expected[valid])
+    assert (out.classes[~valid] == IGNORE_INDEX).all()
+    np.testing.assert_allclose(out.probs[:, valid], probs[0].numpy()[:, valid], rtol=1e-6)
+    np.testing.assert_allclose(out.height[valid], height[0].numpy()[valid], rtol=1e-5,
+                               atol=1e-5)
+    assert np.isnan(out.probs[:, ~valid]).all() and np.isnan(out.height[~valid]).all()
+    assert not acc.acc_w.any() and not acc.sums.any() and not acc.acc_h.any()  # zeroed
+
+
+def test_nodata_is_filled_on_the_predictor_device():
+    """A strip with nodata is filled on the predictor's device: the windows the model gets
+    are there ("meta" stands in for a GPU; a fill value left on the CPU cannot be mixed
+    with the uploaded strip). The stub model stops the run at its first call."""
+    from types import SimpleNamespace
+
+    from semimtl_geo.inference.engine import run_sliding_windows
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def run_model(windows, grid, workspace=None):
+        seen.extend((w.device.type, w.dtype, tuple(w.shape)) for w in windows)
+        raise Stop
+
+    predictor = SimpleNamespace(device=torch.device("meta"), tasks=("seg", "height"),
+                                num_classes=6, light=False, run_model=run_model,
+                                fill_values=np.array([120.0, 130.0, 140.0], np.float32))
+    image = textured(64, 64)
+    valid = np.ones((64, 64), bool)
+    valid[:10] = False
+    with pytest.raises(Stop):
+        run_sliding_windows(make_grid(64, 64, 64, 0.5),
+                            lambda a, b: (image[:, a:b], valid[a:b]), predictor,
+                            lambda rows: None)
+    assert seen == [("meta", torch.uint8, (3, 64, 64))]
+
+
+def test_the_model_runs_the_next_batch_while_the_previous_one_is_blended(monkeypatch):
+    """Two sets of batch buffers alternate, so batch n + 1 goes through the model while
+    the blending thread still works on batch n (the overlap the blending thread is for).
+    Each blend here waits until the model call of the next batch has started; with one
+    set of buffers that call would wait for the blend, and the run would stall."""
+    import threading
+
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    loaded = stub_loaded()
+    predictor = WindowPredictor(loaded)
+    image = textured(64, 200)
+    grid = make_grid(64, 200, 64, 0.5)  # one row of 6 windows: 6 batches of one
+    assert len(grid.row_starts) == 1 and len(grid.col_starts) == 6
+    started = [threading.Event() for _ in grid.col_starts]
+    calls, stalled = {"model": 0, "finish": 0}, []
+    run_model, finish = predictor.run_model, predictor.finish_outputs
+
+    def spy_model(*args, **kwargs):
+        started[calls["model"]].set()
+        calls["model"] += 1
+        return run_model(*args, **kwargs)
+
+    def spy_finish(*args, **kwargs):
+        n = calls["finish"]
+        calls["finish"] += 1
+        if n + 1 < len(started) and not stalled and not started[n + 1].wait(30):
+            stalled.append(n)  # the model did not start batch n + 1 while n was blended
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "run_model", spy_model)
+    monkeypatch.setattr(predictor, "finish_outputs", spy_finish)
+    rows = []
+    run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 200), bool)),
+                        predictor, rows.append, batch_size=1)
+    assert stalled == [] and calls == {"model": 6, "finish": 6}
+    ref = predict_array(loaded, image, patch_size=64, overlap=0.5)
+    np.testing.assert_array_equal(rows[0].classes, ref["class"])
+    np.testing.assert_array_equal(rows[0].height, ref["height"])
+
+
+def test_strips_are_read_in_a_background_thread_that_ends_with_the_run():
+    """``read_strip`` runs in the reader thread (reads overlap the model call), never in the
+    caller's thread, and that thread is gone after the run, after an error too. The
+    thread is found by its name, "semimtl-read" (what a debugger or py-spy shows)."""
+    import threading
+
+    from semimtl_geo.inference.engine import run_sliding_windows
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded())
+    image = textured(200, 70)
+    grid = make_grid(200, 70, 64, 0.5)
+    names = []
+
+    def read_strip(a, b):
+        names.append(threading.current_thread().name)
+        return image[:, a:b], np.ones((b - a, 70), bool)
+
+    def readers():
+        return [t for t in threading.enumerate() if t.name.startswith("semimtl-read")]
+
+    rows = []
+    run_sliding_windows(grid, read_strip, predictor, rows.append)
+    assert len(names) == len(grid.row_starts) and all(
+        n.startswith("semimtl-read") for n in names)
+    assert not readers() and sum(len(r.valid) for r in rows) == 200
+
+    def failing_sink(rows):
+        assert readers()  # the reader is still there while the run goes on
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        run_sliding_windows(grid, read_strip, predictor, failing_sink)
+    assert not readers()
+
+
+def test_cuda_uploads_go_through_pinned_memory_without_blocking(monkeypatch):
+    """A spy (there is no CUDA here): on CUDA a strip is copied into page-locked memory and
+    uploaded with ``non_blocking=True``, so the host goes on cutting windows while the
+    copy runs (a pageable or blocking copy gives the same values, slower)."""
+    from semimtl_geo.inference.engine import _upload
+
+    calls = []
+
+    def pin_memory(self):
+        calls.append("pin")
+        return self
+
+    def to(self, *args, **kwargs):
+        device = kwargs.pop("device", args[0] if args else None)
+        calls.append(("to", torch.device(device), kwargs))
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    cuda = torch.device("cuda")
+    out = _upload(np.arange(6, dtype=np.uint8).reshape(2, 3)[:, ::2], cuda)
+    assert calls == ["pin", ("to", cuda, {"non_blocking": True})]
+    assert out.tolist() == [[0, 2], [3, 5]]
+
+
+def test_class_argmax_on_the_cpu_takes_the_numpy_steps(monkeypatch):
+    """A spy: on the CPU the class arg-max runs its steps in NumPy (``np.equal`` into a bool
+    buffer is 4x faster than torch's, the reason the CPU path exists); the torch steps
+    are for other devices. Both give torch.argmax's classes (test_predict_engines)."""
+    from semimtl_geo.inference import engine
+
+    def torch_steps(sums):
+        raise AssertionError("the torch steps ran on the CPU")
+
+    monkeypatch.setattr(engine, "_argmax_classes_torch", torch_steps)
+    sums = torch.randn(6, 20, 30, generator=torch.Generator().manual_seed(1))
+    classes = engine._argmax_classes(sums)
+    assert classes.dtype == torch.uint8 and torch.equal(classes, sums.argmax(0).to(torch.uint8))
+
+
+@pytest.mark.parametrize("patch, scale, mode", [(64, 1.0, "pad"), (8, 2.0, "resize")])
+def test_forward_windows_returns_outputs_at_the_windows_own_size(patch, scale, mode):
+    """Outputs come back at the size of the windows given (``N x K x h x w`` of the windows),
+    also for windows smaller than the grid's: padded to the model size and cropped back,
+    or resized to it and back. The identity stub's height of a flat window stays flat."""
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    grid = make_grid(30, 30, patch, 0.0, scale=scale)
+    assert grid.mode == mode and grid.win_h > 3
+    predictor = WindowPredictor(stub_loaded(patch_size=patch), engine="eager")
+    windows = torch.full((2, 3, grid.win_h - 1, grid.win_w - 3), 150, dtype=torch.uint8)
+    out = predictor.forward_windows(windows, grid)
+    assert out["probs"].shape == (2, 6, grid.win_h - 1, grid.win_w - 3)
+    assert out["height"].shape == (2, grid.win_h - 1, grid.win_w - 3)
+    np.testing.assert_allclose(out["height"].numpy(), (150 / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_a_numpy_batch_is_moved_to_the_predictor_device(monkeypatch):
+    """A spy on the forward pass: ``predictor(windows, grid)`` hands it the NumPy batch as a
+    tensor on the predictor's device ("meta" stands in for a GPU)."""
+    from semimtl_geo.inference.predictor import WindowPredictor
+
+    predictor = WindowPredictor(stub_loaded())
+    predictor.device = torch.device("meta")
+    seen = []
+
+    def forward(x, grid):
+        seen.append((x.device.type, x.dtype, tuple(x.shape)))
+        return {"height": torch.zeros(2, 4, 5)}
+
+    monkeypatch.setattr(predictor, "forward_windows", forward)
+    out = predictor(np.zeros((2, 3, 4, 5), np.uint8), make_grid(4, 5, 64, 0.5))
+    assert seen == [("meta", torch.uint8, (2, 3, 4, 5))] and out["height"].shape == (2, 4, 5)

@@ -51,7 +51,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from semimtl_geo.classes import IGNORE_INDEX
 from semimtl_geo.inference.blending import hann_1d, hann_2d
 from semimtl_geo.inference.predictor import WindowPredictor, model_threads, one_thread
 from semimtl_geo.inference.windows import WindowGrid
@@ -191,8 +190,9 @@ def run_sliding_windows(
     plan = _read_plan(grid)
     win_h, win_w = grid.win_h, grid.win_w
     fill: torch.Tensor | None = None
-    strip: torch.Tensor | None = None  # C x win_h x W on the device, nodata filled
-    valid = np.zeros((0, grid.width), bool)  # the strip's valid mask (host)
+    # the first window row's read starts at its own row (start == 0), which sets both
+    strip: torch.Tensor  # C x win_h x W on the device, nodata filled
+    valid: np.ndarray  # the strip's valid mask (host)
     # The predictor's reused batch buffers, two sets: the model fills one while the
     # blending thread still reads the other.
     workspaces: list[dict[str, torch.Tensor]] = [{}, {}]
@@ -213,7 +213,7 @@ def run_sliding_windows(
                     fill = _fill_tensor(predictor.fill_values, new_pixels.dtype, dev)
                 new = torch.where(_upload(new_valid, dev)[None], new, fill)
             start = plan[k][0] - row  # rows of the previous strip still in this one
-            if strip is None or start == 0:
+            if start == 0:  # the first strip, or no row kept from the previous one
                 strip, valid = new, new_valid
             else:
                 strip = torch.cat([strip[:, -start:], new], dim=1)
@@ -300,7 +300,7 @@ class _Worker:
                 while self.futures:
                     self.futures.popleft().result()
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(cancel_futures=True)  # waits for the running task
 
 
 class _Accumulators:
@@ -368,10 +368,9 @@ class _Accumulators:
             cls = torch.empty((count, width), dtype=torch.uint8, device=dev)
             for acc_rows, band_rows in pieces:
                 cls[band_rows] = _argmax_classes(sums[:, acc_rows])
-            if IGNORE_INDEX == 255:  # ok - 1 is 0 where valid, 255 where not (uint8)
-                cls.bitwise_or_(ok.view(torch.uint8) - 1)  # vectorised, unlike masked_fill_
-            else:
-                cls.masked_fill_(~ok, IGNORE_INDEX)
+            # ok - 1 (uint8) is 0 where valid, 255 (classes.IGNORE_INDEX) where not; vectorised,
+            # unlike masked_fill_
+            cls.bitwise_or_(ok.view(torch.uint8) - 1)
             out.classes = cls.cpu().numpy()
             if self.keep_probs:
                 probs = torch.empty((sums.shape[0], count, width), dtype=torch.float32,

@@ -288,9 +288,8 @@ class WindowPredictor:
             requested), on :attr:`device`.
 
         """
-        space = workspace if workspace is not None else {}
-        raw = self.run_model(windows, grid, space)
-        return self.finish_outputs(raw, grid, space, size=tuple(windows[0].shape[-2:]))
+        raw = self.run_model(windows, grid, workspace)
+        return self.finish_outputs(raw, grid, workspace, size=tuple(windows[0].shape[-2:]))
 
     @torch.inference_mode()
     def run_model(
