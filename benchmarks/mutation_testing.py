@@ -382,10 +382,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             "scale = 1.0 / (255.0 * std.astype(None))",
             "shift = -mean.astype(None) / std.astype(np.float64)",
             "shift = -mean.astype(np.float64) / std.astype(None)",
-            "self._scale = torch.as_tensor(scale, dtype=None, device=self.device).view(",
-            "self._scale = torch.as_tensor(scale, device=self.device).view(",
-            "self._shift = torch.as_tensor(shift, dtype=None, device=self.device).view(",
-            "self._shift = torch.as_tensor(shift, device=self.device).view(",
         )
     },
     (
@@ -611,24 +607,22 @@ EQUIVALENT |= {
 #: it moves strips to every non-CPU device (issue 18).
 _ENG = "semimtl_geo.inference.engine"
 _ACC = _ENG + "._Accumulators"
-_NEVER_READ = ("the initial value is never read: the first window row always starts a new "
-               "strip (strip is None), which sets strip and valid")
-_SLOTS = ("the counter only picks which of the two workspaces a batch uses; a batch waits "
-          "for the blending of the previous user of its workspace (slot_users) before "
-          "overwriting it, so any slot sequence gives the same values (only the overlap "
-          "of model and blending changes)")
+_SLOTS = ("the two workspaces still alternate (slots 1, 0, 1, ... or 0, 1, 0, ...), and a "
+          "batch waits for the blending of the previous user of its workspace "
+          "(slot_users) before overwriting it: the same values and the same overlap")
+_FRESH = ("without the reused workspace the predictor allocates fresh buffers for that "
+          "batch: the same values (the workspace only saves page faults; a fresh buffer "
+          "may even get the freed one's address, so no test can tell)")
 EQUIVALENT |= {
-    **{(_RSW, line): _NEVER_READ for line in (
-        "valid = np.zeros((0, grid.width), None)  # the strip's valid mask (host)",
-        "valid = np.zeros((0, grid.width), )  # the strip's valid mask (host)",
-        "valid = np.zeros((1, grid.width), bool)  # the strip's valid mask (host)",
-    )},
     (_RSW, "origin = 1  # accumulator row of band row 0 (the blending thread's order, known "
            "here)"):
         "every accumulator is addressed through the same ring origin and starts at zero: "
         "a ring rotated by one row holds the same sums",
-    (_RSW, "batches = 1"): _SLOTS,
-    (_RSW, "batches += 2"): _SLOTS,
+    (_RSW, "batches = 1"): _SLOTS,  # the initial value (the one in the loop is killed)
+    (_RSW, "batches -= 1"): _SLOTS,
+    **{(_RSW, line): _FRESH for line in (
+        "workspace=None)", ")",
+        "slot_users[slot] = blender.submit(acc.blend_raw, raw, None, chunk,")},
     **{(_RSW, line): "at most one strip read is pending at a time (the next is submitted "
        "after the current one is taken), so more reader threads change nothing"
        for line in (
@@ -638,52 +632,57 @@ EQUIVALENT |= {
            'with ThreadPoolExecutor(max_workers=2, thread_name_prefix="semimtl-read") as '
            'reader, \\',
        )},
-    **{(_RSW, line): "the prefix only names the reader thread (for debuggers)"
-       for line in (
-           "with ThreadPoolExecutor(max_workers=1, thread_name_prefix=None) as reader, \\",
-           "with ThreadPoolExecutor(max_workers=1, ) as reader, \\",
-           'with ThreadPoolExecutor(max_workers=1, thread_name_prefix="XXsemimtl-readXX") as '
-           'reader, \\',
-           'with ThreadPoolExecutor(max_workers=1, thread_name_prefix="SEMIMTL-READ") as '
-           'reader, \\',
-       )},
-    **{(_ENG + "._Worker.__init__", line): "the prefix only names the blending thread (for "
-       "debuggers; the tests look it up by this name, so a renamed thread only makes their "
-       "'no thread left' checks vacuous, it does not change what runs)"
-       for line in (
-           "self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=None)",
-           "self.pool = ThreadPoolExecutor(max_workers=1, )",
-           'self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="XXsemimtl-blendXX")',
-           'self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SEMIMTL-BLEND")',
-       )},
-    (_ENG + "._Worker.__exit__", "self.pool.shutdown(cancel_futures=True)"):
-        "wait=True is shutdown's default",
-    **{(_ENG + "._argmax_classes", line): "the CPU then takes the torch implementation, "
-       "which gives the same classes (ties to the lowest, NaN to the last; both checked "
-       "against torch.argmax): the test only picks the faster one"
-       for line in ('if sums.device.type == "XXcpuXX":', 'if sums.device.type == "CPU":')},
     (_ENG + "._argmax_classes_torch", "for k in range(num - 2, -2, -1):"):
         "the extra step k = -1 makes the mark (eq - 1) | -1 = 255 everywhere, which the "
         "element-wise minimum ignores",
-    **{(_ENG + "._upload", line): "CUDA then takes the plain .to(device) copy: the same "
-       "tensor on the device, only without the pinned, asynchronous upload"
-       for line in ('if device.type == "XXcudaXX":', 'if device.type == "CUDA":')},
     (_ACC + ".flush", "torch.logical_and(valid_dev[band_rows], acc_w[acc_rows] >= 0, "
                       "out=ok[band_rows])"):
         "a valid pixel always lies in a window that ran (it is valid itself) and Hann "
         "weights are floored above 0, so acc_w > 0 wherever valid",
-    **{(_ACC + ".flush", line): "IGNORE_INDEX is the constant 255: the masked_fill_ branch "
-       "is dead code, and taking it gives the same 255 where not ok"
-       for line in (
-           "if IGNORE_INDEX != 255:  # ok - 1 is 0 where valid, 255 where not (uint8)",
-           "if IGNORE_INDEX == 256:  # ok - 1 is 0 where valid, 255 where not (uint8)",
-           "cls.masked_fill_(None, IGNORE_INDEX)", "cls.masked_fill_(~ok, None)",
-           "cls.masked_fill_(IGNORE_INDEX)", "cls.masked_fill_(~ok, )",
-           "cls.masked_fill_(ok, IGNORE_INDEX)",
-       )},
     **{(_ACC + ".flush", line): 'float("NAN") is float("nan")'
        for line in ('probs.masked_fill_(~ok, float("NAN"))',
                     'height.masked_fill_(~ok, float("NAN"))')},
+}
+#: Equivalent mutants of the functions issue 14 split forward_windows into, and of the
+#: blending worker's failure flag (issue 19's race fix).
+_RM = "semimtl_geo.inference.predictor.WindowPredictor.run_model"
+_FO = "semimtl_geo.inference.predictor.WindowPredictor.finish_outputs"
+_KEY = ("the key only names the workspace buffer: another name is another buffer with "
+        "the same values (the keys of one call stay distinct)")
+EQUIVALENT |= {
+    **{(_RM, line): _KEY for line in (
+        'x = _buffer(space, None, (len(windows), self.in_channels, win_h, win_w),',
+        'x = _buffer(space, "XXinputXX", (len(windows), self.in_channels, win_h, win_w),',
+        'x = _buffer(space, "INPUT", (len(windows), self.in_channels, win_h, win_w),')},
+    **{(_FO, line): _KEY for line in (
+        'y = _softmax_windows(y, _buffer(space, None, y.shape, y.device))',
+        'y = _softmax_windows(y, _buffer(space, "XXsoftmaxXX", y.shape, y.device))',
+        'y = _softmax_windows(y, _buffer(space, "SOFTMAX", y.shape, y.device))',
+        'height = _buffer(space, None, (y.shape[0], *y.shape[2:]), y.device)',
+        'height = _buffer(space, "XXheightXX", (y.shape[0], *y.shape[2:]), y.device)',
+        'height = _buffer(space, "HEIGHT", (y.shape[0], *y.shape[2:]), y.device)')},
+    **{(_RM, line): "align_corners=None is False, F.interpolate's default for bilinear "
+       "(torch 2.x no longer warns: the resize tests turn warnings into errors)"
+       for line in ("align_corners=None)", ")")},
+    **{(_FO, line): "align_corners=None is False, F.interpolate's default for bilinear "
+       "(torch 2.x no longer warns: the resize tests turn warnings into errors)"
+       for line in ('y = F.interpolate(y, size=(win_h, win_w), mode="bilinear", '
+                    'align_corners=None)',
+                    'y = F.interpolate(y, size=(win_h, win_w), mode="bilinear", )')},
+    ("semimtl_geo.inference.predictor._cpu_threads",
+     'if device.type != "cpu" or inside > threads:'):
+        "at inside == threads the count is set to the value it has and restored: the same "
+        "threads (the >= only skips two calls)",
+    (_ENG + "._Worker.__init__", "self.failed = None"): "None is falsy like False",
+    **{(_ENG + "._Worker.__exit__", line): "the caller's exit sets failed just before the "
+       "shutdown, so the queued tasks, cancelled or not, do nothing (cancelling only saves "
+       "dequeuing them)"
+       for line in ("self.pool.shutdown(cancel_futures=None)  # waits for the running task",
+                    "self.pool.shutdown(cancel_futures=False)  # waits for the running task",
+                    "self.pool.shutdown()  # waits for the running task")},
+    **{(_ACC + ".blend_raw", line): _FRESH for line in (
+        "self.blend(self.predictor.finish_outputs(raw, self.grid, None), chunk, pieces,",
+        "self.blend(self.predictor.finish_outputs(raw, self.grid, ), chunk, pieces,")},
 }
 EQUIVALENT[(_FW, ")")] = ("align_corners=False is F.interpolate's default for bilinear "
                            "(torch 2.x no longer warns): dropping it changes nothing")

@@ -263,6 +263,11 @@ def test_window_predictor_normalises_scales_and_checks_meta():
     np.testing.assert_allclose(runner.fill_values, [127.5] * 3)
     assert runner.fill_values.dtype == np.float32
     assert (runner.in_channels, runner.num_classes) == (3, 6)
+    # p * scale + shift is (p / 255 - mean) / std; float32 like every batch (a float64
+    # constant would make each batch's normalisation a slow mixed-dtype operation)
+    assert runner._scale.dtype == runner._shift.dtype == torch.float32
+    assert runner._scale.flatten().tolist() == pytest.approx([1 / (255 * 0.25)] * 3, rel=1e-7)
+    assert runner._shift.flatten().tolist() == [-0.5 / 0.25] * 3
     windows = textured(32, 40)[None]
     out = runner(windows, make_grid(32, 40, 64, 0.5))
     assert set(out) == {"height"} and out["height"].shape == (1, 32, 40)
@@ -565,6 +570,15 @@ def test_macs_per_pixel_hand_computed_and_heavy_networks_keep_every_thread():
     assert macs_per_pixel(grouped, 4, cpu, size=16) == 4 * 9
     up = nn.ConvTranspose2d(2, 3, 2, stride=2)  # each input pixel feeds 3 x 4 outputs
     assert macs_per_pixel(up, 2, cpu, size=16) == 2 * 3 * 4
+    # a 1 x 1 convolution 2 -> 2 (4 MACs per pixel) then the same transposed one: summed
+    assert macs_per_pixel(nn.Sequential(nn.Conv2d(2, 2, 1), up), 2, cpu, size=16) == 4 + 24
+    strided = nn.Conv2d(3, 8, 3, stride=2, padding=1)  # counted on a 64 x 64 probe by default:
+    assert macs_per_pixel(strided, 3, cpu) == 54  # 32 x 32 outputs (an odd size rounds up)
+    torch.set_default_device("meta")  # the probe is made on the given device, not torch's
+    try:
+        assert macs_per_pixel(strided, 3, cpu) == 54
+    finally:
+        torch.set_default_device(None)
     assert macs_per_pixel(StubNet(), 3, cpu) == 0.0 and not StubNet().seen  # not called
     tiny = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16).eval()
     assert macs_per_pixel(tiny, 3, cpu) > 50 * LIGHT_MACS_PER_PIXEL
@@ -859,7 +873,7 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
     predictor = WindowPredictor(stub_loaded())
     image = textured(300, 60)
     grid = make_grid(300, 60, 64, 0.5)  # one window per row: one batch per window row
-    failed, calls, emitted = threading.Event(), {"n": 0}, []
+    failed, calls, emitted, seen_failed = threading.Event(), {"n": 0}, [], []
     original = predictor.run_model  # the engine's model call
 
     def flaky(windows, grid, **kwargs):
@@ -879,6 +893,7 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
             deadline = time.monotonic() + 60
             while not workers[0].failed and time.monotonic() < deadline:
                 time.sleep(0.01)
+            seen_failed.append(workers[0].failed)  # set by the caller's exit, not a task
 
     monkeypatch.setattr(engine._Worker, "__enter__",
                         lambda self: (workers.append(self), enter(self))[1])
@@ -886,7 +901,7 @@ def test_an_error_cancels_the_rows_queued_behind_a_slow_sink(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_sliding_windows(grid, lambda a, b: (image[:, a:b], np.ones((b - a, 60), bool)),
                             predictor, sink, batch_size=1)
-    assert calls["n"] == 3 and emitted == [0]
+    assert calls["n"] == 3 and emitted == [0] and seen_failed == [True]
     assert not _blend_threads()
 
 

@@ -138,15 +138,13 @@ def macs_per_pixel(model: torch.nn.Module, in_channels: int, device: torch.devic
     macs = 0
 
     def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        # weight[0] (out x in / groups x kernel for a linear layer or a convolution, in x
+        # out / groups x kernel transposed) holds the inputs each output element sums, or
+        # the outputs each input element of a transposed convolution feeds
         nonlocal macs
-        if isinstance(module, torch.nn.Linear):
-            macs += output.numel() * module.in_features
-        elif getattr(module, "transposed", False):
-            macs += inputs[0].numel() * module.out_channels // module.groups * int(
-                np.prod(module.kernel_size))
-        else:
-            macs += output.numel() * module.in_channels // module.groups * int(
-                np.prod(module.kernel_size))
+        fed = (inputs[0] if isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
+               else output)
+        macs += fed.numel() * module.weight.shape[1:].numel()
 
     layers = [m for m in model.modules() if isinstance(m, conv_types)]
     if not layers:  # nothing to count: no probe call
@@ -320,7 +318,7 @@ class WindowPredictor:
         out = self.engine(x)
         raw: dict[str, torch.Tensor] = {}
         for task in self.tasks:
-            y = out[task].to(self.device)
+            y = out[task]  # on the device: ONNX Runtime (CPU tensors) runs on the CPU only
             if grid.mode == "pad":
                 y = y[..., :win_h, :win_w]
             raw[task] = y
