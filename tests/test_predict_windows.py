@@ -1191,3 +1191,18 @@ def test_a_numpy_batch_is_moved_to_the_predictor_device(monkeypatch):
     monkeypatch.setattr(predictor, "forward_windows", forward)
     out = predictor(np.zeros((2, 3, 4, 5), np.uint8), make_grid(4, 5, 64, 0.5))
     assert seen == [("meta", torch.uint8, (2, 3, 4, 5))] and out["height"].shape == (2, 4, 5)
+
+
+def test_the_predictor_puts_the_network_and_its_constants_on_its_device(monkeypatch):
+    """The network, its parameters and the normalisation constants go to the predictor's
+    device ("meta" stands in for a GPU: resolve_device accepts no such device, so it is
+    bypassed here); off the CPU no MAC probe runs and the network counts as not light."""
+    from semimtl_geo.inference import predictor as predictor_module
+
+    meta = torch.device("meta")
+    monkeypatch.setattr(predictor_module, "resolve_device", lambda device: meta)
+    loaded = LoadedModel(_ConvNet().eval(), stub_loaded().meta, {})
+    runner = predictor_module.WindowPredictor(loaded, device="meta", engine="eager")
+    assert runner.device == meta and runner.cuda is False and runner.light is False
+    assert {p.device for p in runner.model.parameters()} == {meta}
+    assert runner._scale.device == runner._shift.device == meta
