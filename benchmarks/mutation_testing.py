@@ -18,6 +18,8 @@ Usage::
     python benchmarks/mutation_testing.py --groups losses --survivors-only  # after a fix
     python benchmarks/mutation_testing.py --incremental        # only functions that changed
     python benchmarks/mutation_testing.py --report-only        # re-read finished runs
+    python benchmarks/mutation_testing.py --groups inference --survivors-only --timeouts-only \
+        --timeout-multiplier 240                               # slow pass or hang?
 
 Results: ``benchmarks/results/mutation.md`` and ``mutation.json``. Scratch copies live in
 ``runs/mutation/<group>`` (ignored by git). Not run in CI: a full campaign takes about an
@@ -771,6 +773,19 @@ CUDA_ONLY |= {
     (_RSW, "fill = _fill_tensor(predictor.fill_values, new_pixels.dtype, None)"): _GPU_PREDICT
     + " (its nodata block)",
     (_ACC + ".__init__", "dev = self.device = None"): _GPU_PREDICT,
+}
+CUDA_ONLY |= {
+    **{("semimtl_geo.inference.predictor.macs_per_pixel", line): "CUDA only, and only with "
+       "torch.set_default_device('cuda'): the probe runs for CPU predictors alone, so without "
+       "its device it lands on torch's default device; the meta device runs a CPU network "
+       "on a meta input, so the meta stand-in cannot show it (no GPU test sets a default "
+       "device)"
+       for line in ("model(torch.zeros(1, in_channels, size, size, dtype=torch.float32, "
+                    "device=None))",
+                    "model(torch.zeros(1, in_channels, size, size, dtype=torch.float32, ))")},
+    (_ACC + ".__init__", "weight_1d = torch.from_numpy(hann_1d(win_w)).to(None)"):
+        "CUDA only: the meta device accepts a CPU tensor added into a meta one in place, so "
+        "the meta stand-in misses it; on CUDA the add fails (" + _GPU_PREDICT[11:] + ")",
 }
 for _line in ('if device.type == "XXcudaXX":', 'if device.type == "CUDA":'):
     CUDA_ONLY.pop((_ENG + "._upload", _line), None)  # equivalent since _upload moves to any device
