@@ -353,6 +353,29 @@ def test_poly_schedule_follows_the_new_length_when_a_resumed_run_gets_more_steps
     assert longer.get_last_lr()[0] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9)
 
 
+def test_warmup_rises_linearly_then_follows_the_poly_decay():
+    """optim.warmup_steps: lr = base * min(1, (it + 1) / W) * (1 - it / T) ** p, hand-computed."""
+    w = torch.nn.Parameter(torch.zeros(1))
+    sched = engine.poly_schedule(torch.optim.SGD([w], lr=0.01), max_steps=10, power=0.9, warmup=4)
+    lrs = [sched.get_last_lr()[0]]
+    for _ in range(9):
+        sched.optimizer.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    expected = [0.01 * min(1, (it + 1) / 4) * (1 - it / 10) ** 0.9 for it in range(10)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[0] == pytest.approx(0.0025) and lrs[3] == pytest.approx(0.01 * 0.7**0.9)
+    plain = engine.poly_lambda(10, 0.9)
+    assert [plain(it) for it in range(10)] == [(1 - it / 10) ** 0.9 for it in range(10)]
+    cfg = config_from_dict({**toy.toy_config_dict("jtl"), "optim": {"warmup_steps": 4}})
+    plan = plan_method(cfg)
+    module = SemiMTLModule(cfg, build_meta(cfg, plan, describe_datasets(cfg, plan)))
+    _, _, built = module.build_optimizers()
+    assert built.get_last_lr()[0] == pytest.approx(cfg.optim.lr / 4)  # the config reaches it
+    with pytest.raises(UserError, match="optim.warmup_steps"):
+        config_from_dict({**toy.toy_config_dict("jtl"), "optim": {"warmup_steps": -1}})
+
+
 def test_zipped_loaders_give_one_batch_per_dataset_until_the_shortest_ends():
     zipped = engine.ZippedLoaders({"a": [1, 2, 3], "b": ["x", "y"]})
     assert len(zipped) == 2

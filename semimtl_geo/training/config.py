@@ -130,6 +130,9 @@ class OptimConfig:
             decay, poly schedule) or ``adamw`` (``lr``, ``weight_decay`` and the same poly
             schedule; ``momentum`` is unused). AdamW converges in far fewer steps from a
             random initialisation; the CPU demo uses it, the paper's configs do not.
+        warmup_steps: iterations over which the generator's learning rate rises linearly
+            to ``lr`` before the poly decay (0 = none, the paper's;
+            :func:`semimtl_geo.training.engine.poly_lambda`).
         d_poly_power: poly decay of the discriminators' learning rate over
             ``trainer.max_steps``, as AdaptSegNet [56] (whose discriminator the paper
             builds on) decays it with the generator's power 0.9; ``null`` keeps
@@ -142,6 +145,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    warmup_steps: int = 0
     d_lr: float = 1e-4
     d_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     d_poly_power: float | None = 0.9
@@ -187,6 +191,14 @@ class TrainerConfig:
             loss term on its own and log its gradient norm at the encoder
             (``train/grad_norm/...``); warns when an adversarial term's is zero.
         preview_every: iterations between PNG previews (0 = never).
+        precise_bn_batches: after training, re-estimate the generator's BatchNorm running
+            statistics with the final weights from this many training mini-batches per
+            dataset ("precise BN", Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021;
+            per dataset with ``model.norm=domain``;
+            :mod:`semimtl_geo.training.precise_bn`); 0 keeps the running averages of
+            training (the paper's configs). ``model.pt`` holds the re-estimated
+            statistics; ``checkpoints/last.ckpt`` keeps training's, so ``--resume``
+            continues training exactly.
         cpu_threads: torch intra-op threads (``None`` = torch's default); 1 is fastest on a
             CPU shared with other jobs, where threads otherwise thrash.
         devices: processes (GPUs, or CPU processes) per machine.
@@ -206,6 +218,7 @@ class TrainerConfig:
     log_every: int = 10
     grad_diagnostics: bool = True
     preview_every: int = 500
+    precise_bn_batches: int = 0
     progress_bar: bool = True
     cpu_threads: int | None = None
 
@@ -519,6 +532,8 @@ def validate(cfg: TrainConfig) -> None:
         ("loss.lambda_da", cfg.loss.lambda_da),
         ("data.num_workers", cfg.data.num_workers),
         ("trainer.preview_every", cfg.trainer.preview_every),
+        ("trainer.precise_bn_batches", cfg.trainer.precise_bn_batches),
+        ("optim.warmup_steps", cfg.optim.warmup_steps),
         ("eval.min_height", cfg.eval.min_height),
     ):
         if not value >= 0:  # also refuses NaN

@@ -63,9 +63,13 @@ from semimtl_geo.training.methods import (
     generator_terms,
     plan_method,
 )
+from semimtl_geo.training.precise_bn import recalibrate_bn
 from semimtl_geo.training.preview import PreviewRow, save_preview
 
 _MIX = (1 << 61) - 1
+#: Seed stream (in place of the epoch number) of the batches that re-estimate the
+#: BatchNorm statistics after training (``trainer.precise_bn_batches``).
+PRECISE_BN_STREAM = -1
 
 
 def mix_seed(*parts: int) -> int:
@@ -97,17 +101,23 @@ def _fusable(params: Iterable[torch.Tensor]) -> bool | None:
     return True if params and ok else None
 
 
-def poly_lambda(max_steps: int, power: float):  # noqa: ANN201 - returns a closure
-    """Poly learning-rate factor ``(1 - it / max_steps) ** power`` (section 4.1)."""
+def poly_lambda(max_steps: int, power: float, warmup: int = 0):  # noqa: ANN201 - a closure
+    """Poly learning-rate factor ``(1 - it / max_steps) ** power`` (section 4.1).
+
+    With ``warmup`` > 0 the factor also rises linearly over the first ``warmup``
+    iterations, ``min(1, (it + 1) / warmup)`` (Goyal et al., "Accurate, Large Minibatch
+    SGD", 2017, section 2.2: gradual warm-up lets a higher peak rate train stably).
+    """
 
     def factor(it: int) -> float:
-        return max(0.0, 1.0 - min(it, max_steps) / max_steps) ** power
+        rise = min(1.0, (it + 1) / warmup) if warmup > 0 else 1.0
+        return rise * max(0.0, 1.0 - min(it, max_steps) / max_steps) ** power
 
     return factor
 
 
 def poly_schedule(
-    optimizer: torch.optim.Optimizer, max_steps: int, power: float
+    optimizer: torch.optim.Optimizer, max_steps: int, power: float, warmup: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Return the poly schedule ``lr = base_lr (1 - it / max_steps) ** power`` (section 4.1).
 
@@ -116,8 +126,9 @@ def poly_schedule(
     ``trainer.max_steps`` would then keep the old length (and stay at 0 once it ended)
     instead of following the schedule of the new length; ``LambdaLR`` evaluates the
     closed form from ``base_lr`` at every step, so only the step count is state.
+    ``warmup``: :func:`poly_lambda`.
     """
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_steps, power))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_steps, power, warmup))
 
 
 # ------------------------------------------------------------------ dataset facts
@@ -286,7 +297,7 @@ class SemiMTLModule(pl.LightningModule):
                 self.generator.parameters(), lr=o.lr, momentum=o.momentum,
                 weight_decay=o.weight_decay,
             )
-        sched = poly_schedule(opt_g, self.cfg.trainer.max_steps, o.poly_power)
+        sched = poly_schedule(opt_g, self.cfg.trainer.max_steps, o.poly_power, o.warmup_steps)
         opt_d = None
         if len(self.discriminators):
             opt_d = torch.optim.Adam(
@@ -320,6 +331,10 @@ class SemiMTLModule(pl.LightningModule):
     def train_dataloader(self) -> "ZippedLoaders":
         """Per-epoch loaders, one per dataset, seeded from (seed, dataset, epoch, rank)."""
         epoch = self.current_epoch
+        return ZippedLoaders(self._loaders(self._num_batches(epoch), epoch))
+
+    def _loaders(self, num_batches: int, stream: int) -> dict[str, Iterable[dict[str, Any]]]:
+        """One training loader per dataset, seeded from (seed, dataset, ``stream``, rank)."""
         rank = self.global_rank if self._trainer is not None else 0
         loaders = {}
         for role in self.plan.datasets:
@@ -328,9 +343,9 @@ class SemiMTLModule(pl.LightningModule):
                 tasks=role.labelled,
                 crop_size=self.cfg.data.crop_size,
                 batch_size=self.cfg.data.batch_size,
-                num_batches=self._num_batches(epoch),
+                num_batches=num_batches,
                 num_workers=self.cfg.data.num_workers,
-                seed=mix_seed(self.cfg.seed, role.index, epoch, rank) % (2**31),
+                seed=mix_seed(self.cfg.seed, role.index, stream, rank) % (2**31),
                 mean=list(self.meta.mean),
                 std=list(self.meta.std),
                 augment=self.cfg.data.augment,
@@ -339,7 +354,31 @@ class SemiMTLModule(pl.LightningModule):
                 else (self.cfg.data.scale_range[0], self.cfg.data.scale_range[1]),
             )
             loaders[role.name] = datamodule(spec, request).train_dataloader()
-        return ZippedLoaders(loaders)
+        return loaders
+
+    def precise_bn(self, num_batches: int) -> int:
+        """Re-estimate the generator's BatchNorm statistics with its final weights.
+
+        ``num_batches`` training mini-batches per dataset (crops and augmentation as in
+        training, from a stream of their own: the epoch number ``-1``) go through the frozen
+        generator; :func:`~semimtl_geo.training.precise_bn.recalibrate_bn` replaces the
+        running statistics by their pooled ones (per dataset with ``model.norm=domain``).
+        Returns the number of batches forwarded.
+        """
+        device = next(self.generator.parameters()).device
+        loaders = self._loaders(num_batches, PRECISE_BN_STREAM)
+
+        def images(name: str) -> Iterator[torch.Tensor]:
+            for batch in loaders[name]:
+                yield self._prepare(name, {"image": batch["image"].to(device)})["image"]
+
+        names = [role.name for role in self.plan.datasets]
+        domains = self.generator.domains
+        return recalibrate_bn(
+            self.generator,
+            {name: images(name) for name in names},
+            select=self.generator.select_domain if domains else None,
+        )
 
     # -- the iteration --------------------------------------------------------
     def _prepare(self, name: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -830,6 +869,8 @@ def _train_into(
         trainer.fit(module, ckpt_path=str(ckpt_path) if resume else None)
     model_path = run_dir / "model.pt"
     if trainer.is_global_zero:
+        if t.precise_bn_batches:
+            module.precise_bn(t.precise_bn_batches)
         save_model_checkpoint(model_path, module.generator, module.meta, cfg.to_dict())
         write_checkpoint_card(model_path, module.generator, module.meta, cfg.to_dict())
     return TrainResult(run_dir, ckpt_path, model_path, module)
