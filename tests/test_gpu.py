@@ -69,6 +69,22 @@ def test_train_defaults_to_bf16_on_cuda_and_runs_channels_last(tmp_path):
     assert (tmp_path / "run" / "model.pt").is_file()
 
 
+def test_precise_bn_runs_on_the_training_device(tmp_path):
+    """trainer.precise_bn_batches on a CUDA run: statistics re-estimated there, into model.pt."""
+    from semimtl_geo.checkpoint import load_model_checkpoint
+
+    data = toy.toy_config_dict("jtl", max_steps=2, steps_per_epoch=2)
+    data["model"]["norm"] = "domain"
+    data["trainer"]["precise_bn_batches"] = 2
+    result = train(config_from_dict(data), tmp_path / "run")
+    generator = result.module.generator
+    assert next(generator.parameters()).is_cuda  # back where training left it
+    saved = load_model_checkpoint(tmp_path / "run" / "model.pt").model.state_dict()
+    for key, value in generator.state_dict().items():
+        if "running_" in key:
+            assert torch.isfinite(value).all() and torch.equal(value.cpu(), saved[key]), key
+
+
 def test_bf16_generator_terms_match_fp32():
     """The adversarial terms under bf16 autocast stay within 2 % of float32 (eq. 3-8)."""
     cfg, module = _module()

@@ -356,16 +356,19 @@ class SemiMTLModule(pl.LightningModule):
             loaders[role.name] = datamodule(spec, request).train_dataloader()
         return loaders
 
-    def precise_bn(self, num_batches: int) -> int:
+    def precise_bn(self, num_batches: int, device: torch.device | str | None = None) -> int:
         """Re-estimate the generator's BatchNorm statistics with its final weights.
 
         ``num_batches`` training mini-batches per dataset (crops and augmentation as in
         training, from a stream of their own: the epoch number ``-1``) go through the frozen
         generator; :func:`~semimtl_geo.training.precise_bn.recalibrate_bn` replaces the
         running statistics by their pooled ones (per dataset with ``model.norm=domain``).
+        ``device``: where to run the pass (the training device; Lightning hands the module
+        back on the CPU after ``fit``); the generator returns to where it was.
         Returns the number of batches forwarded.
         """
-        device = next(self.generator.parameters()).device
+        home = next(self.generator.parameters()).device
+        device = torch.device(device) if device is not None else home
         loaders = self._loaders(num_batches, PRECISE_BN_STREAM)
 
         def images(name: str) -> Iterator[torch.Tensor]:
@@ -374,11 +377,15 @@ class SemiMTLModule(pl.LightningModule):
 
         names = [role.name for role in self.plan.datasets]
         domains = self.generator.domains
-        return recalibrate_bn(
-            self.generator,
-            {name: images(name) for name in names},
-            select=self.generator.select_domain if domains else None,
-        )
+        self.generator.to(device)
+        try:
+            return recalibrate_bn(
+                self.generator,
+                {name: images(name) for name in names},
+                select=self.generator.select_domain if domains else None,
+            )
+        finally:
+            self.generator.to(home)
 
     # -- the iteration --------------------------------------------------------
     def _prepare(self, name: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -870,7 +877,7 @@ def _train_into(
     model_path = run_dir / "model.pt"
     if trainer.is_global_zero:
         if t.precise_bn_batches:
-            module.precise_bn(t.precise_bn_batches)
+            module.precise_bn(t.precise_bn_batches, trainer.strategy.root_device)
         save_model_checkpoint(model_path, module.generator, module.meta, cfg.to_dict())
         write_checkpoint_card(model_path, module.generator, module.meta, cfg.to_dict())
     return TrainResult(run_dir, ckpt_path, model_path, module)
