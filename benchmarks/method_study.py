@@ -5,8 +5,9 @@ Steps:
    (seed 0; every method and seed trains on the same tiles);
 2. train every method (STL Seg/Depth, DA Seg/Depth, JTL, SemiSD, SemiMTL M1/M2/M3) with
    every seed, all with the demo's CPU recipe (``semimtl-geo demo``: ResNet18 from scratch,
-   AdamW, BatchNorm statistics per dataset (``model.norm=domain``), the same crops, batch
-   and iterations; cli/cmd_demo.py ``PROFILES``) on top of
+   AdamW, BatchNorm statistics per dataset (``model.norm=domain``), precise BN, the
+   class-balanced cross-entropy, the same crops, batch and iterations; cli/cmd_demo.py
+   ``PROFILES``) on top of
    ``configs/isprs.yaml`` (its loss weights, lambdas and discriminator optimiser);
 3. evaluate every run on the full test tiles of both datasets (overlapping sliding
    windows) and write one report: mean ± std over seeds of every metric, ΔM against the
@@ -127,7 +128,7 @@ def train_one(job: tuple) -> dict:
         # configs/isprs.yaml (loss weights, lambdas, D optimiser) <- the demo's CPU recipe
         demo = demo_config(prepared, profile, "cpu", seed, 1)
         base = read_yaml_config(REPO / "configs" / "isprs.yaml")
-        for section in ("model", "data", "optim", "trainer", "eval"):
+        for section in ("model", "data", "optim", "loss", "trainer", "eval"):
             base[section] = {**base.get(section, {}), **demo.get(section, {})}
         overrides = [
             f"method={method}", f"mode={mode}", f"seed={seed}",
@@ -411,7 +412,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{profile['batch']} crops of {profile['crop']} px per dataset, "
               f"{profile['tiles']} tiles per dataset (half train, half test) at "
               f"{profile['gsd']} m, scale augmentation {profile['scale_range']}, "
-              f"model.norm={profile.get('norm', 'batch')}")
+              f"model.norm={profile.get('norm', 'batch')}, precise BN "
+              f"{profile.get('precise_bn_batches', 0)} batches, segmentation class weights: "
+              + ("none" if profile.get("class_weight_power") is None else
+                 f"median-frequency ** {profile['class_weight_power']} of the Potsdam "
+                 "training labels"))
     first = results[next(iter(results))]["result"]
     study = {
         "command": "python benchmarks/method_study.py " + " ".join(sys.argv[1:] if argv is None

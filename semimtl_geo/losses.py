@@ -20,16 +20,23 @@ INTER_MODES: tuple[str, ...] = ("m1", "m2", "m3")
 
 
 def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixel-wise cross-entropy with an ignore index (L_gt for segmentation, eq. 1).
 
-    Returns 0 (with a gradient path) when every pixel is ignored.
+    ``class_weights`` (one per class, ``None`` = the paper's unweighted loss) weight each
+    pixel by its reference class; the mean is then taken over those weights, as in
+    :func:`torch.nn.functional.cross_entropy`. Returns 0 (with a gradient path) when
+    every pixel is ignored.
     """
     target = target.long()
     if not (target != ignore_index).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index)
 
 
 def berhu_loss(

@@ -1,16 +1,29 @@
 import json
 import math
+import shutil
 
+import pytest
 import rasterio
+import yaml
 
+from semimtl_geo.cli import cmd_demo
 from semimtl_geo.cli.main import main
+from semimtl_geo.errors import UserError
 
 
-def test_demo_pipeline_runs_end_to_end_at_tiny_size(tmp_path, capsys) -> None:
+def test_demo_pipeline_runs_end_to_end_at_tiny_size(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cmd_demo, "_usable_cpus", lambda: 2)  # the side-by-side trainings
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Demo finished." in printed
+    assert "in the background, side by side with semimtl (1 CPU thread(s) each)" in printed
+    assert "Finished:" in (out / "train_jtl.log").read_text()  # JTL's own output
+    timings = json.loads((out / "timings.json").read_text())
+    assert 0 < timings["train jtl"] and 0 < timings["train semimtl"]
+    # the class-balanced cross-entropy: one weight per class, rare classes weigh more
+    weights = yaml.safe_load((out / "demo.yaml").read_text())["loss"]["seg_class_weights"]
+    assert len(weights) == 6 and all(w > 0 for w in weights)
     for rel in [
         "prepared/manifest.json",
         "runs/semimtl/model.pt",
@@ -45,6 +58,23 @@ def test_demo_pipeline_runs_end_to_end_at_tiny_size(tmp_path, capsys) -> None:
     # a second run refuses to overwrite the folder without --overwrite
     assert main(["demo", "--quick", "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
+    # a failing background JTL training ends the step with its message and log
+    runs = tmp_path / "runs2"
+    shutil.copytree(out / "runs" / "jtl", runs / "jtl")  # JTL refuses a folder with a run
+    log = tmp_path / "jtl.log"
+    with pytest.raises(UserError, match=r"Train jtl' failed \(exit 1\).*already holds"):
+        cmd_demo._train_side_by_side(out / "demo.yaml", runs, log, 1, 2)
+    assert (runs / "semimtl" / "model.pt").is_file()  # SemiMTL trained meanwhile
+
+
+def test_demo_trains_one_after_the_other_on_one_core(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cmd_demo, "_usable_cpus", lambda: 1)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "side by side" not in printed and "[4/7] Train jtl" in printed
+    assert not (out / "train_jtl.log").exists()
+    assert (out / "runs" / "jtl" / "model.pt").is_file()
 
 
 def _check_report(report: dict, markdown: str) -> None:

@@ -48,6 +48,21 @@ def test_segmentation_loss_ignores_255() -> None:
     assert segmentation_loss(logits, all_ignored).item() == 0.0
 
 
+
+def test_segmentation_loss_class_weights_hand_worked() -> None:
+    """Weighted mean over the valid pixels: sum_i w_{y_i} CE_i / sum_i w_{y_i}."""
+    logits = torch.zeros(1, 3, 1, 3)
+    logits[0, 0, 0, 0] = 2.0  # pixel 0: class 0 favoured, reference 0
+    target = torch.tensor([[[0, 2, 255]]])  # pixel 1: uniform logits, reference 2; 2 ignored
+    ce0, ce1 = math.log(1 + 2 * math.exp(-2.0)), math.log(3.0)
+    weights = torch.tensor([1.0, 1.0, 4.0])
+    got = segmentation_loss(logits, target, class_weights=weights).item()
+    assert got == pytest.approx((1 * ce0 + 4 * ce1) / 5)
+    assert segmentation_loss(logits, target).item() == pytest.approx((ce0 + ce1) / 2)
+    # only the reference class's weight matters: class 1 has no pixel
+    other = torch.tensor([1.0, 50.0, 4.0])
+    assert segmentation_loss(logits, target, class_weights=other).item() == pytest.approx(got)
+
 # Asymmetric discriminator outputs: every class has its own probability, so a term aimed
 # at the wrong class (e.g. M2 toward the dataset's own domain instead of ground truth)
 # changes the value. Left half of the map: p = (0.1, 0.2, 0.7) over (GT, dataset 1,

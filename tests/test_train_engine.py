@@ -382,3 +382,51 @@ def test_zipped_loaders_give_one_batch_per_dataset_until_the_shortest_ends():
     assert list(zipped) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
     assert list(zipped) == list(zipped)  # iterable again (one pass per epoch)
     assert list(zipped.loaders) == ["a", "b"]
+
+
+def test_cpu_threads_apply_to_the_run_only(tmp_path):
+    """trainer.cpu_threads is restored after train(), also when the run fails."""
+    torch.set_num_threads(1)  # the fixture's setting; the run asks for 2
+    cfg = config_from_dict(toy.toy_config_dict("jtl", max_steps=1, steps_per_epoch=1,
+                                                cpu_threads=2))
+    train(cfg, tmp_path / "ok")
+    assert torch.get_num_threads() == 1
+
+    class Boom(Callback):
+        def on_train_start(self, trainer, pl_module):
+            assert torch.get_num_threads() == 2  # in force during the run
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg, tmp_path / "failed", callbacks=[Boom()])
+    assert torch.get_num_threads() == 1
+
+
+def test_seg_class_weights_weight_the_supervised_cross_entropy():
+    """loss.seg_class_weights reach eq. 1's cross-entropy; a wrong length is refused."""
+    from semimtl_geo.training.methods import generator_terms
+
+    base = toy.toy_config_dict("jtl")
+    cfg = config_from_dict(base)
+    plan = plan_method(cfg)
+    meta = build_meta(cfg, plan, describe_datasets(cfg, plan))
+    n = len(meta.classes)
+    weights = [1.0 + 3 * i for i in range(n)]
+    weighted_cfg = config_from_dict({**base, "loss": {"seg_class_weights": weights}})
+    role = plan.datasets[0]  # 'a', the segmentation-labelled dataset
+    torch.manual_seed(0)
+    outputs = {"seg": torch.randn(2, n, 8, 8), "height": torch.randn(2, 1, 8, 8)}
+    batch = {"mask": torch.randint(0, n, (2, 8, 8))}
+    expected = torch.nn.functional.cross_entropy(
+        outputs["seg"], batch["mask"], weight=torch.tensor(weights))
+    got = generator_terms(plan, role, outputs, batch, {}, weighted_cfg.loss)
+    unweighted = generator_terms(plan, role, outputs, batch, {}, cfg.loss)
+    assert [t.name for t in got] == ["seg/sup"]
+    assert got[0].value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert got[0].value.item() != pytest.approx(unweighted[0].value.item(), rel=1e-3)
+    SemiMTLModule(weighted_cfg, meta)  # the right length builds
+    with pytest.raises(UserError, match="loss.seg_class_weights.*classes"):
+        SemiMTLModule(config_from_dict({**base, "loss": {"seg_class_weights": [1.0] * (n + 1)}}),
+                      meta)
+    with pytest.raises(UserError, match="loss.seg_class_weights"):
+        config_from_dict({**base, "loss": {"seg_class_weights": [1.0, float("nan")]}})

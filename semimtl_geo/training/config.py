@@ -27,6 +27,7 @@ weight decay 1e-4, lr 0.01, poly decay 0.9), D by Adam (lr 1e-4, betas 0.9/0.99)
 """
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -161,6 +162,11 @@ class LossConfig:
         berhu_ratio: BerHu threshold c as a fraction of the batch's max error.
         height_fill: value given to no-data (NaN) ground-truth height pixels when the
             ground-truth map is shown to a discriminator (0 = ground level).
+        seg_class_weights: one weight per class for the supervised cross-entropy (eq. 1),
+            in the dataset's class order; ``null`` = the paper's unweighted loss. The demo
+            uses the square root of median-frequency balancing (Eigen & Fergus, ICCV 2015)
+            of its training labels, so that cars and clutter (1-3 % of the pixels) are
+            learnt within a few hundred CPU iterations.
 
     """
 
@@ -171,6 +177,7 @@ class LossConfig:
     lambda_da: float = 0.001
     berhu_ratio: float = 0.2
     height_fill: float = 0.0
+    seg_class_weights: list[float] | None = None
 
 
 @dataclass
@@ -572,6 +579,14 @@ def validate(cfg: TrainConfig) -> None:
     if len(cfg.optim.d_betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.d_betas):
         raise UserError(
             "Config key 'optim.d_betas' must hold two numbers in [0, 1), e.g. [0.9, 0.99]."
+        )
+    weights = cfg.loss.seg_class_weights
+    if weights is not None and (
+        not weights or not all(math.isfinite(w) and w > 0 for w in weights)
+    ):
+        raise UserError(
+            "Config key 'loss.seg_class_weights' must be null or one positive number per "
+            f"class, got {list(weights)}."
         )
     for key in ("mean", "std"):
         value = getattr(cfg.data, key)

@@ -260,6 +260,13 @@ class SemiMTLModule(pl.LightningModule):
         self.height_ratios = height_ratios or {}
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.num_classes = len(meta.classes)
+        weights = cfg.loss.seg_class_weights
+        if weights is not None and len(weights) != self.num_classes:
+            raise UserError(
+                f"Config key 'loss.seg_class_weights' has {len(weights)} weights but the "
+                f"datasets have {self.num_classes} classes ({', '.join(meta.classes.names)}); give "
+                "one per class, in that order."
+            )
         self.generator = MultiTaskNet(
             encoder_name=cfg.model.encoder,
             in_channels=len(meta.bands),
@@ -802,6 +809,7 @@ def train(
         build_meta(cfg, plan, describe_datasets(cfg, plan))
         clear_run(run_dir)
     created = not run_dir.exists()
+    threads = torch.get_num_threads()  # trainer.cpu_threads applies to this run only
     try:
         return _train_into(cfg, run_dir, resume, callbacks)
     except BaseException:
@@ -811,6 +819,8 @@ def train(
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
         raise
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train_into(

@@ -60,6 +60,7 @@ class LossWeights(Protocol):
     lambda_da: float
     berhu_ratio: float
     height_fill: float
+    seg_class_weights: Sequence[float] | None
 
 
 class PlannedConfig(Protocol):
@@ -273,7 +274,12 @@ class Method:
         terms: list[WeightedTerm] = []
         for task in role.labelled:
             if task == "seg":
-                value = segmentation_loss(outputs["seg"], batch[TASK_KEYS["seg"]])
+                weights = loss_cfg.seg_class_weights
+                value = segmentation_loss(
+                    outputs["seg"],
+                    batch[TASK_KEYS["seg"]],
+                    class_weights=None if weights is None else torch.tensor(list(weights)),
+                )
                 terms.append(WeightedTerm(f"{task}/sup", loss_cfg.w_seg, value))
             else:
                 value = berhu_loss(
