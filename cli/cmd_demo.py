@@ -25,18 +25,19 @@ from semimtl_geo.errors import UserError
 #: Sizes, run lengths and the CPU recipe: the default finishes in minutes on 2 CPU cores;
 #: ``--quick`` is for the test suite (seconds, results meaningless). Where the recipe
 #: departs from the paper's (configs/isprs.yaml) a few hundred CPU iterations from a random
-#: initialisation need it: AdamW instead of SGD, ResNet18 at output stride 16, BatchNorm
+#: initialisation need it: AdamW instead of SGD, ResNet18 at output stride 32, BatchNorm
 #: statistics per dataset, a segmentation head with a 1/4-resolution skip (``seg_skip``),
 #: discriminators of half the paper's width (``discriminator_width``: about a fifth of
 #: their CPU time), a height head of half the width (``height_channels``: about 28 % less
 #: CPU per generator step), no per-term gradient diagnostics (the method study keeps
-#: them) and precise BatchNorm (``precise_bn_batches``: the running statistics
-#: re-estimated per dataset with the final weights from 50 training batches; Wu & Johnson
-#: 2021). The
-#: tiles cover 72 x 72 m (Potsdam, 1440 px at 5 cm) and 76 x 76 m (Vaihingen, 840 px at
-#: 9 cm) and are prepared at 24 cm, so a 96 px crop spans 23 m and holds whole roofs and
-#: their surroundings (README, "The two commands", has what each lever measured). Both
-#: methods get exactly this budget.
+#: them), precise BatchNorm (``precise_bn_batches``: the running statistics re-estimated
+#: per dataset with the final weights from 50 training batches; Wu & Johnson 2021) and a
+#: class-balanced cross-entropy (``class_weight_power``: median-frequency weights of the
+#: labelled training tiles to this power, :func:`demo_class_weights`). The tiles cover
+#: 72 x 72 m (Potsdam, 1440 px at 5 cm) and 76 x 76 m (Vaihingen, 840 px at 9 cm) and are
+#: prepared at 24 cm, so a 96 px crop spans 23 m and holds whole roofs and their
+#: surroundings (README, "The two commands", and docs/demo_levers_history.md have what
+#: each lever measured). Both methods get exactly this budget.
 PROFILES = {
     "default": {"size_potsdam": 1440, "size_vaihingen": 840, "tiles": 8, "gsd": 0.24,
                 "steps": 600, "crop": 96, "batch": 4, "patch": 256, "output_stride": 32,
@@ -260,7 +261,8 @@ def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int
 @click.option("--quick", is_flag=True, help="Tiny sizes and 2 steps: checks the plumbing only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for training (default: torch's; 1 is faster on a busy CPU).")
+              help="CPU threads per training (default: half the cores each when the two "
+                   "trainings run side by side on a CPU, else torch's).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an earlier demo in the output folder (only the demo's own files "
                    "and folders are deleted).")
