@@ -106,7 +106,7 @@ def prepare(out: Path, profile: dict) -> Path:
 
 def train_one(job: tuple) -> dict:
     """Train (unless present) and evaluate one (method, seed); return its results."""
-    args, profile, prepared, method, mode, seed = job
+    args, profile, prepared, class_weights, method, mode, seed = job
     import logging
     import warnings
 
@@ -126,7 +126,7 @@ def train_one(job: tuple) -> dict:
     seconds = cpu_seconds = float("nan")
     if not (run_dir / "model.pt").is_file():
         # configs/isprs.yaml (loss weights, lambdas, D optimiser) <- the demo's CPU recipe
-        demo = demo_config(prepared, profile, "cpu", seed, 1)
+        demo = demo_config(prepared, profile, "cpu", seed, 1, class_weights)
         base = read_yaml_config(REPO / "configs" / "isprs.yaml")
         for section in ("model", "data", "optim", "loss", "trainer", "eval"):
             base[section] = {**base.get(section, {}), **demo.get(section, {})}
@@ -384,8 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     prepared = prepare(Path(args.work), profile).resolve()
     methods = [m for m in METHODS if not args.methods or run_name(*m) in args.methods]
     names = [run_name(*m) for m in methods]
+    from semimtl_geo.cli.cmd_demo import demo_class_weights
+
+    class_weights = demo_class_weights(prepared, profile)  # once: every run trains with them
     # the costliest runs first, so that the two workers finish together
-    jobs = [(args, profile, prepared, method, mode, seed)
+    jobs = [(args, profile, prepared, class_weights, method, mode, seed)
             for method, mode in sorted(methods, key=lambda m: m[0] != "semimtl")
             for seed in args.seeds]
     results: dict[tuple[str, int], dict] = {}

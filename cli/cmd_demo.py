@@ -72,11 +72,19 @@ def demo_class_weights(prepared: Path, profile: dict) -> list[float] | None:
 
 
 def demo_config(
-    prepared: Path, profile: dict, device: str, seed: int, threads: int | None
+    prepared: Path,
+    profile: dict,
+    device: str,
+    seed: int,
+    threads: int | None,
+    class_weights: list[float] | None = None,
 ) -> dict:
-    """Return the demo's training config: the paper's setting at CPU scale (resnet18)."""
+    """Return the demo's training config: the paper's setting at CPU scale (resnet18).
+
+    ``class_weights`` (:func:`demo_class_weights`, computed once from the prepared tiles)
+    become ``loss.seg_class_weights``; ``None`` keeps the plain cross-entropy.
+    """
     steps = int(profile["steps"])
-    weights = demo_class_weights(prepared, profile)
     return {
         "method": "semimtl",
         "mode": "m2",
@@ -98,7 +106,7 @@ def demo_config(
             "scale_range": profile["scale_range"],
         },
         "optim": {"optimizer": profile["optimizer"], "lr": profile["lr"]},
-        **({"loss": {"seg_class_weights": weights}} if weights is not None else {}),
+        **({"loss": {"seg_class_weights": class_weights}} if class_weights is not None else {}),
         "trainer": {
             "max_steps": steps,
             "steps_per_epoch": max(1, steps // 2),
@@ -299,7 +307,8 @@ def demo_cmd(out: Path, steps: int | None, device: str, quick: bool, seed: int,
     ])
     config_path = out / "demo.yaml"
     atomic_write_text(config_path, yaml.safe_dump(
-        demo_config(prepared, profile, device, seed, threads), sort_keys=False))
+        demo_config(prepared, profile, device, seed, threads,
+                    demo_class_weights(prepared, profile)), sort_keys=False))
     cpus = _usable_cpus()
     side_by_side = device == "cpu" and cpus >= 2
     if side_by_side:

@@ -8,6 +8,8 @@ Conventions:
   (as AdaptSegNet's released code does) so that lambda values do not depend on crop size.
 """
 
+import functools
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -23,7 +25,7 @@ def segmentation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     ignore_index: int = IGNORE_INDEX,
-    class_weights: torch.Tensor | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Pixel-wise cross-entropy with an ignore index (L_gt for segmentation, eq. 1).
 
@@ -35,8 +37,19 @@ def segmentation_loss(
     target = target.long()
     if not (target != ignore_index).any():
         return logits.sum() * 0.0
-    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    weight = None if class_weights is None else _weights_on(tuple(class_weights), logits.device)
     return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index)
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_on(weights: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """Return the class weights as a float32 tensor on ``device`` (built once, then reused).
+
+    Built outside inference mode, so that a first call under it cannot hand a later
+    training step a tensor that autograd refuses to save.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 def berhu_loss(

@@ -55,12 +55,12 @@ def test_segmentation_loss_class_weights_hand_worked() -> None:
     logits[0, 0, 0, 0] = 2.0  # pixel 0: class 0 favoured, reference 0
     target = torch.tensor([[[0, 2, 255]]])  # pixel 1: uniform logits, reference 2; 2 ignored
     ce0, ce1 = math.log(1 + 2 * math.exp(-2.0)), math.log(3.0)
-    weights = torch.tensor([1.0, 1.0, 4.0])
+    weights = [1.0, 1.0, 4.0]
     got = segmentation_loss(logits, target, class_weights=weights).item()
     assert got == pytest.approx((1 * ce0 + 4 * ce1) / 5)
     assert segmentation_loss(logits, target).item() == pytest.approx((ce0 + ce1) / 2)
     # only the reference class's weight matters: class 1 has no pixel
-    other = torch.tensor([1.0, 50.0, 4.0])
+    other = [1.0, 50.0, 4.0]
     assert segmentation_loss(logits, target, class_weights=other).item() == pytest.approx(got)
 
 # Asymmetric discriminator outputs: every class has its own probability, so a term aimed

@@ -133,7 +133,5 @@ def test_on_in_the_demo_off_in_the_paper_configs(tmp_path):
     configs = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(configs.glob("*.yaml")):
         assert load_config(path).trainer.precise_bn_batches == 0, path.name
-    # no class weights: they are computed from prepared tiles, which this test has none of
-    profile = {**PROFILES["default"], "class_weight_power": None}
-    cfg = config_from_dict(demo_config(tmp_path, profile, "cpu", 0, None))
+    cfg = config_from_dict(demo_config(tmp_path, PROFILES["default"], "cpu", 0, None))
     assert cfg.trainer.precise_bn_batches == 50

@@ -11,9 +11,10 @@ The weights feed ``loss.seg_class_weights`` (:class:`semimtl_geo.training.config
 from pathlib import Path
 
 import numpy as np
+import rasterio
 
 from semimtl_geo.classes import IGNORE_INDEX
-from semimtl_geo.data.isprs.loaders import list_isprs_tiles, read_isprs_tile
+from semimtl_geo.data.isprs.loaders import list_isprs_tiles
 from semimtl_geo.errors import UserError
 
 
@@ -28,12 +29,13 @@ def class_pixel_counts(
     """
     counts = np.zeros(num_classes, dtype=np.int64)
     for record in list_isprs_tiles(prepared_root, dataset, split):
-        mask = read_isprs_tile(record).mask
-        if mask is None:
+        if record.mask_path is None:
             raise UserError(
                 f"Dataset '{dataset}' has no class labels in '{prepared_root}', so it has no "
                 "class frequencies; balance the classes of a labelled dataset."
             )
+        with rasterio.open(record.mask_path) as src:  # the mask only, not image or height
+            mask = src.read(1)
         labels = mask[mask != IGNORE_INDEX].ravel()
         if labels.size and int(labels.max()) >= num_classes:
             raise UserError(

@@ -274,11 +274,10 @@ class Method:
         terms: list[WeightedTerm] = []
         for task in role.labelled:
             if task == "seg":
-                weights = loss_cfg.seg_class_weights
                 value = segmentation_loss(
                     outputs["seg"],
                     batch[TASK_KEYS["seg"]],
-                    class_weights=None if weights is None else torch.tensor(list(weights)),
+                    class_weights=loss_cfg.seg_class_weights,
                 )
                 terms.append(WeightedTerm(f"{task}/sup", loss_cfg.w_seg, value))
             else:
