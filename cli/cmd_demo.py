@@ -23,34 +23,34 @@ from semimtl_geo.atomic import atomic_write_json, atomic_write_text
 from semimtl_geo.errors import UserError
 
 #: Sizes, run lengths and the CPU recipe: the default finishes in minutes on 2 CPU cores;
-#: ``--quick`` is for the test suite (seconds, results meaningless). Where the recipe
-#: departs from the paper's (configs/isprs.yaml) a few hundred CPU iterations from a random
-#: initialisation need it: AdamW instead of SGD, ResNet18 at output stride 32, BatchNorm
-#: statistics per dataset, a segmentation head with a 1/4-resolution skip (``seg_skip``),
-#: discriminators of half the paper's width (``discriminator_width``: about a fifth of
-#: their CPU time), a height head of half the width (``height_channels``: about 28 % less
-#: CPU per generator step), no per-term gradient diagnostics (the method study keeps
-#: them), precise BatchNorm (``precise_bn_batches``: the running statistics re-estimated
-#: per dataset with the final weights from 50 training batches; Wu & Johnson 2021) and a
-#: class-balanced cross-entropy (``class_weight_power``: median-frequency weights of the
-#: labelled training tiles to this power, :func:`demo_class_weights`). The tiles cover
-#: 72 x 72 m (Potsdam, 1440 px at 5 cm) and 76 x 76 m (Vaihingen, 840 px at 9 cm) and are
-#: prepared at 24 cm, so a 96 px crop spans 23 m and holds whole roofs and their
-#: surroundings (README, "The two commands", and docs/demo_levers_history.md have what
-#: each lever measured). Both methods get exactly this budget.
+#: ``--quick`` is for the test suite (seconds, results meaningless). Where the recipe departs from
+#: the paper's (configs/isprs.yaml) a few hundred CPU iterations from a random initialisation need
+#: it: AdamW instead of SGD, ResNet18 at output stride 32, BatchNorm statistics per dataset, a
+#: segmentation head with a 1/4-resolution skip (``seg_skip``), discriminators of half the paper's
+#: width (``discriminator_width``: about a fifth of their CPU time), a height head of half the width
+#: (``height_channels``: about 28 % less CPU per generator step), a PSP fusion of 128 channels
+#: instead of 512 (``seg_channels``: about 15 % less CPU per iteration with the 1/4 skip decoder
+#: behind it), no per-term gradient diagnostics (the method study keeps them), precise BatchNorm
+#: (``precise_bn_batches``: the running statistics re-estimated per dataset with the final weights
+#: from 50 training batches; Wu & Johnson 2021) and a class-balanced cross-entropy
+#: (``class_weight_power``: median-frequency weights of the labelled training tiles to this power,
+#: :func:`demo_class_weights`). The tiles cover 72 x 72 m (Potsdam, 1440 px at 5 cm) and 76 x 76 m
+#: (Vaihingen, 840 px at 9 cm) and are prepared at 24 cm, so a 96 px crop spans 23 m and holds whole
+#: roofs and their surroundings (README, "The two commands", and docs/demo_levers_history.md have
+#: what each lever measured). Both methods get exactly this budget.
 PROFILES = {
     "default": {"size_potsdam": 1440, "size_vaihingen": 840, "tiles": 8, "gsd": 0.24,
                 "steps": 600, "crop": 96, "batch": 4, "patch": 256, "output_stride": 32,
                 "optimizer": "adamw", "lr": 0.001, "scale_range": [0.5, 2.0], "log_every": 25,
                 "norm": "domain", "seg_skip": True, "grad_diagnostics": False,
-                "discriminator_width": 32, "height_channels": 128, "precise_bn_batches": 50,
-                "class_weight_power": 0.5},
+                "discriminator_width": 32, "height_channels": 128, "seg_channels": 128,
+                "precise_bn_batches": 50, "class_weight_power": 0.5},
     "quick": {"size_potsdam": 200, "size_vaihingen": 130, "tiles": 2, "gsd": 0.09,
               "steps": 2, "crop": 64, "batch": 1, "patch": 64, "output_stride": 32,
               "optimizer": "adamw", "lr": 0.001, "scale_range": None, "log_every": 1,
               "norm": "domain", "seg_skip": True, "grad_diagnostics": True,
-              "discriminator_width": 32, "height_channels": 128, "precise_bn_batches": 2,
-              "class_weight_power": 0.5},
+              "discriminator_width": 32, "height_channels": 128, "seg_channels": 512,
+              "precise_bn_batches": 2, "class_weight_power": 0.5},
 }
 
 
@@ -93,7 +93,8 @@ def demo_config(
                   "output_stride": profile["output_stride"], "norm": profile["norm"],
                   "seg_skip": bool(profile["seg_skip"]),
                   "discriminator_width": int(profile["discriminator_width"]),
-                  "height_channels": int(profile["height_channels"])},
+                  "height_channels": int(profile["height_channels"]),
+                  "seg_channels": int(profile["seg_channels"])},
         "data": {
             "datasets": [
                 {"name": "potsdam", "kind": "isprs", "root": str(prepared), "tasks": ["seg"]},
@@ -263,7 +264,8 @@ def _panels(out: Path, checkpoint: Path, prepared: Path, device: str, patch: int
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/demo"), show_default=True, help="Folder for everything.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Training iterations per method (default 300; 2 with --quick).")
+              help=f"Training iterations per method (default {PROFILES['default']['steps']}; "
+                   f"{PROFILES['quick']['steps']} with --quick).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto uses the GPU when one is present.")
 @click.option("--quick", is_flag=True, help="Tiny sizes and 2 steps: checks the plumbing only.")

@@ -141,7 +141,8 @@ def _check_model_config(cfg: Any, path: Path) -> dict[str, Any]:
         raise _invalid(path, "'model' is not a mapping")
     ints = {"in_channels": cfg.get("in_channels"), "num_classes": cfg.get("num_classes"),
             "output_stride": cfg.get("output_stride", 8),
-            "height_channels": cfg.get("height_channels", 256)}
+            "height_channels": cfg.get("height_channels", 256),
+            "seg_channels": cfg.get("seg_channels", 512)}
     for name, value in ints.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise _invalid(path, f"model '{name}' is {value!r}")
@@ -249,6 +250,7 @@ def load_model_checkpoint(
             domains=cfg["domains"],
             seg_skip=cfg["seg_skip"],
             height_channels=cfg["height_channels"],
+            seg_channels=cfg["seg_channels"],
         )
     except UserError as exc:  # e.g. an encoder this installation does not know
         raise _invalid(path, str(exc).split(";")[0].rstrip(".")) from None

@@ -44,7 +44,7 @@ def test_checkpoint_roundtrip_with_seg_skip(tmp_path, norm) -> None:
     torch.manual_seed(3)
     domains = ["potsdam", "vaihingen"] if norm == "domain" else None
     net = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16, norm=norm,
-                       domains=domains, seg_skip=True, height_channels=64)
+                       domains=domains, seg_skip=True, height_channels=64, seg_channels=80)
     for name, buf in net.named_buffers():  # non-trivial statistics
         if name.endswith("running_mean"):
             buf.uniform_(-0.2, 0.2)
@@ -53,6 +53,7 @@ def test_checkpoint_roundtrip_with_seg_skip(tmp_path, norm) -> None:
     path = save_model_checkpoint(tmp_path / "m.pt", net, meta)
     loaded = load_model_checkpoint(path)
     assert loaded.model.seg_skip and loaded.model.height_channels == 64
+    assert loaded.model.heads["seg"].fuse[0].out_channels == 80
     assert loaded.model.config() == net.config()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -62,6 +63,11 @@ def test_checkpoint_roundtrip_with_seg_skip(tmp_path, norm) -> None:
     payload[CHECKPOINT_KEY]["model"]["seg_skip"] = "yes"
     write_checkpoint_file(payload, tmp_path / "bad.pt")
     with pytest.raises(UserError, match="model 'seg_skip' is 'yes'"):
+        load_model_checkpoint(tmp_path / "bad.pt")
+    payload = read_checkpoint_file(path)
+    payload[CHECKPOINT_KEY]["model"]["seg_channels"] = 0
+    write_checkpoint_file(payload, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="model 'seg_channels' is 0"):
         load_model_checkpoint(tmp_path / "bad.pt")
 
 

@@ -161,6 +161,19 @@ def test_seg_skip_gradients_reach_decoder_and_early_encoder() -> None:
         assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
+def test_seg_channels_narrow_the_psp_fusion_and_the_skip_decoder() -> None:
+    """model.seg_channels: the PSP fusion convolution's width, which the decoder reads."""
+    net = MultiTaskNet("resnet18", 3, 6, ("seg",), None, 32, seg_skip=True, seg_channels=96)
+    head = net.heads["seg"]
+    assert head.fuse[0].out_channels == 96
+    assert head.decoder[0][0].in_channels == 96 + 48  # fused deep features + 1/4 skip
+    assert net.config()["seg_channels"] == 96
+    assert "seg_channels" not in MultiTaskNet("resnet18", tasks=("seg",)).config()
+    assert MultiTaskNet("resnet18", tasks=("seg",)).heads["seg"].fuse[0].out_channels == 512
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 64, 72))["seg"].shape == (1, 6, 64, 72)
+
+
 def test_height_channels_narrow_the_height_head() -> None:
     """model.height_channels: the head's first convolution and its halving stages."""
     net = MultiTaskNet("resnet18", 3, 6, ("seg", "height"), None, 16, height_channels=128)

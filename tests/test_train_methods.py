@@ -45,7 +45,7 @@ def make_module(method, mode="m2"):
 def test_discriminator_width_and_seg_skip_come_from_the_config():
     data = toy.toy_config_dict("semimtl", "m2")
     data["model"] = {**data.get("model", {}), "discriminator_width": 16, "seg_skip": True,
-                     "height_channels": 64}
+                     "height_channels": 64, "seg_channels": 48}
     cfg = config_from_dict(data)
     plan = plan_method(cfg)
     module = SemiMTLModule(cfg, build_meta(cfg, plan, describe_datasets(cfg, plan)))
@@ -53,6 +53,11 @@ def test_discriminator_width_and_seg_skip_come_from_the_config():
         assert disc.width == 16 and disc.layers[0].out_channels == 16
     assert module.generator.seg_skip
     assert module.generator.heads["height"].reduce[0].out_channels == 64
+    assert module.generator.heads["seg"].fuse[0].out_channels == 48
+    data["model"]["seg_channels"] = 0
+    with pytest.raises(UserError, match="model.seg_channels' must be positive"):
+        config_from_dict(data)
+    data["model"]["seg_channels"] = 48
     data["model"]["height_channels"] = -1
     with pytest.raises(UserError, match="model.height_channels' must be positive"):
         config_from_dict(data)
@@ -616,6 +621,18 @@ def test_discriminator_accuracies_hand_computed():
     assert _accuracies("da_height", 1) == {"height/acc_pred": 0.25}
     # no discriminator, no accuracies
     assert _accuracies("jtl", 0) == {} and _accuracies("stl_seg", 0) == {}
+
+
+def test_first_argmax_is_argmax_with_ties_to_the_first_channel():
+    """The D accuracies' fast arg-max picks the first of tied channels, as argmax does."""
+    from semimtl_geo.training.methods.semimtl import _first_argmax
+
+    torch.manual_seed(0)
+    logits = torch.randint(0, 3, (4, 3, 17, 19)).float()  # many ties
+    assert torch.equal(_first_argmax(logits), logits.argmax(dim=1))
+    tied = torch.zeros(1, 3, 2, 2)
+    tied[:, 1:] = 1.0  # channels 1 and 2 tie for the maximum
+    assert _first_argmax(tied).eq(1).all() and _first_argmax(tied[:, 1:]).eq(0).all()
 
 
 def test_method_labels_and_modes_come_from_the_registry():

