@@ -19,6 +19,11 @@ Variants (each in its own process, so that peak memory is its own: on CUDA
 Usage::
 
     python benchmarks/train_throughput.py --encoder resnet101 --batch 2 --iters 3
+    # the CPU demo's networks (README, sixth round), JTL and SemiMTL, fp32, one thread:
+    python benchmarks/train_throughput.py --encoder resnet18 --output-stride 32 --crop 96 \
+        --batch 4 --seg-skip --seg-channels 128 --height-channels 128 \
+        --discriminator-width 32 --threads 1 --iters 20 --warmup 3 --variants fp32 \
+        --method jtl
     python benchmarks/train_throughput.py --device cuda --encoder resnet101 --batch 8
 """
 
@@ -48,9 +53,11 @@ def run_variant(args: argparse.Namespace, variant: str, queue) -> None:
         split_backward = engine_mod.backward_terms
         engine_mod.backward_terms = lambda *a, **k: split_backward(*a, **{**k, "split": False})
     cfg = config_from_dict({
-        "method": "semimtl",
+        "method": args.method,
         "model": {"encoder": args.encoder, "encoder_weights": None,
-                  "output_stride": args.output_stride},
+                  "output_stride": args.output_stride, "seg_skip": args.seg_skip,
+                  "seg_channels": args.seg_channels, "height_channels": args.height_channels,
+                  "discriminator_width": args.discriminator_width},
         "data": {"datasets": [
             {"name": "potsdam", "kind": "isprs", "root": "-", "tasks": ["seg"]},
             {"name": "vaihingen", "kind": "isprs", "root": "-", "tasks": ["height"]},
@@ -79,7 +86,8 @@ def run_variant(args: argparse.Namespace, variant: str, queue) -> None:
         with autocast:
             _, preds = module.generator_step(data, opt_g)
             sched.step()
-            module.discriminator_step(data, preds, opt_d)
+            if opt_d is not None:  # methods without discriminators (JTL, STL)
+                module.discriminator_step(data, preds, opt_d)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -111,6 +119,13 @@ def main() -> None:
     parser.add_argument("--encoder", default="resnet101")
     parser.add_argument("--output-stride", type=int, default=8)
     parser.add_argument("--crop", type=int, default=384)
+    parser.add_argument("--method", default="semimtl", help="semimtl, jtl, semisd, ...")
+    parser.add_argument("--seg-skip", action="store_true", help="model.seg_skip (the demo's)")
+    parser.add_argument("--seg-channels", type=int, default=512, help="model.seg_channels")
+    parser.add_argument("--height-channels", type=int, default=256,
+                        help="model.height_channels")
+    parser.add_argument("--discriminator-width", type=int, default=64,
+                        help="model.discriminator_width")
     parser.add_argument("--batch", type=int, default=2, help="crops per dataset")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -128,7 +143,10 @@ def main() -> None:
         results.append(queue.get())
         proc.join()
     cpu = platform.processor() or platform.machine()
-    header = (f"SemiMTL iteration, {args.encoder} OS{args.output_stride}, {args.crop} px, "
+    header = (f"{args.method} iteration, {args.encoder} OS{args.output_stride}, "
+              f"seg_skip {args.seg_skip}, seg_channels {args.seg_channels}, "
+              f"height_channels {args.height_channels}, "
+              f"discriminator_width {args.discriminator_width}, {args.crop} px, "
               f"{args.batch} crops x 2 datasets, device {args.device} ({cpu})")
     print(header)
     print("| variant | s / iteration | images / s | peak memory (MiB) |")
