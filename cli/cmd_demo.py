@@ -29,7 +29,7 @@ from semimtl_geo.errors import UserError
 #: segmentation head with a 1/4-resolution skip (``seg_skip``), discriminators of half the paper's
 #: width (``discriminator_width``: about a fifth of their CPU time), a height head of half the width
 #: (``height_channels``: about 28 % less CPU per generator step), a PSP fusion of 128 channels
-#: instead of 512 (``seg_channels``: about 15 % less CPU per iteration with the 1/4 skip decoder
+#: instead of 512 (``seg_channels``: about 12 % less CPU per iteration with the 1/4 skip decoder
 #: behind it), no per-term gradient diagnostics (the method study keeps them), precise BatchNorm
 #: (``precise_bn_batches``: the running statistics re-estimated per dataset with the final weights
 #: from 50 training batches; Wu & Johnson 2021) and a class-balanced cross-entropy
