@@ -10,6 +10,7 @@ from semimtl_geo.losses import (
     discriminator_loss,
     inter_loss,
     intra_loss,
+    lovasz_softmax_loss,
     one_hot_target,
     seg_to_discriminator_input,
     segmentation_loss,
@@ -62,6 +63,54 @@ def test_segmentation_loss_class_weights_hand_worked() -> None:
     # only the reference class's weight matters: class 1 has no pixel
     other = [1.0, 50.0, 4.0]
     assert segmentation_loss(logits, target, class_weights=other).item() == pytest.approx(got)
+
+def _iou_loss_of_hard_prediction(pred: torch.Tensor, target: torch.Tensor, n: int) -> float:
+    """Mean over the classes present in ``target``'s valid pixels of 1 - IoU."""
+    valid = target != 255
+    losses = []
+    for c in range(n):
+        ref = (target == c) & valid
+        if not ref.any():
+            continue
+        hit = (pred == c) & valid
+        losses.append(1.0 - (ref & hit).sum().item() / (ref | hit).sum().item())
+    return sum(losses) / len(losses)
+
+
+def test_lovasz_softmax_equals_jaccard_loss_on_hard_predictions() -> None:
+    """On one-hot probabilities the Lovasz extension is exactly 1 - IoU (Berman 2018, eq. 9)."""
+    torch.manual_seed(0)
+    n = 4
+    target = torch.randint(0, n - 1, (2, 9, 7))  # class 3 never in the reference
+    target[0, :2] = 255
+    pred = torch.where(torch.rand(2, 9, 7) < 0.6, target, torch.randint(0, n, (2, 9, 7)))
+    pred = pred.clamp(max=n - 1)
+    logits = torch.nn.functional.one_hot(pred, n).permute(0, 3, 1, 2).float() * 60.0
+    expected = _iou_loss_of_hard_prediction(pred, target, n)
+    assert 0.1 < expected < 0.9
+    assert lovasz_softmax_loss(logits, target).item() == pytest.approx(expected, abs=1e-6)
+    perfect = torch.nn.functional.one_hot(target.clamp(max=n - 1), n).permute(0, 3, 1, 2) * 60.0
+    assert lovasz_softmax_loss(perfect.float(), target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_softmax_gradient_lowers_the_loss_and_ignores_255() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(1, 3, 6, 6, requires_grad=True)
+    target = torch.randint(0, 3, (1, 6, 6))
+    loss = lovasz_softmax_loss(logits, target)
+    loss.backward()
+    stepped = (logits - 5.0 * logits.grad).detach()
+    assert lovasz_softmax_loss(stepped, target).item() < loss.item()
+    ignored = target.clone()
+    ignored[0, 0] = 255
+    changed = logits.detach().clone()
+    changed[0, :, 0] = torch.tensor([[9.0], [-9.0], [0.0]]).expand(3, 6)  # only ignored pixels
+    assert lovasz_softmax_loss(changed, ignored).item() == pytest.approx(
+        lovasz_softmax_loss(logits.detach(), ignored).item())
+    everything_ignored = torch.full_like(target, 255)
+    zero = lovasz_softmax_loss(logits, everything_ignored)
+    assert zero.item() == 0.0 and zero.requires_grad
+
 
 # Asymmetric discriminator outputs: every class has its own probability, so a term aimed
 # at the wrong class (e.g. M2 toward the dataset's own domain instead of ground truth)

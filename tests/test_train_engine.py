@@ -402,6 +402,31 @@ def test_cpu_threads_apply_to_the_run_only(tmp_path):
     assert torch.get_num_threads() == 1
 
 
+def test_seg_lovasz_weight_adds_a_lovasz_term_to_the_supervised_loss():
+    """loss.seg_lovasz_weight > 0 adds w_seg * weight * Lovasz-softmax; 0 (the paper) adds none."""
+    from semimtl_geo.losses import lovasz_softmax_loss
+    from semimtl_geo.training.methods import generator_terms
+
+    base = toy.toy_config_dict("jtl")
+    plan = plan_method(config_from_dict(base))
+    cfg = config_from_dict({**base, "loss": {"seg_lovasz_weight": 0.5, "w_seg": 2.0}})
+    n = len(build_meta(cfg, plan, describe_datasets(cfg, plan)).classes)
+    torch.manual_seed(0)
+    outputs = {"seg": torch.randn(2, n, 8, 8), "height": torch.randn(2, 1, 8, 8)}
+    batch = {"mask": torch.randint(0, n, (2, 8, 8))}
+    terms = generator_terms(plan, plan.datasets[0], outputs, batch, {}, cfg.loss)
+    assert [t.name for t in terms] == ["seg/sup", "seg/lovasz"]
+    assert terms[1].weight == pytest.approx(1.0)
+    assert terms[1].value.item() == pytest.approx(
+        lovasz_softmax_loss(outputs["seg"], batch["mask"]).item())
+    plain = generator_terms(plan, plan.datasets[0], outputs, batch, {},
+                            config_from_dict(base).loss)
+    assert [t.name for t in plain] == ["seg/sup"]
+    for bad in (-0.1, float("nan"), "high"):
+        with pytest.raises(UserError, match="loss.seg_lovasz_weight"):
+            config_from_dict({**base, "loss": {"seg_lovasz_weight": bad}})
+
+
 def test_seg_class_weights_weight_the_supervised_cross_entropy():
     """loss.seg_class_weights reach eq. 1's cross-entropy; a wrong length is refused."""
     from semimtl_geo.training.methods import generator_terms

@@ -172,6 +172,9 @@ class LossConfig:
             uses the square root of median-frequency balancing (Eigen & Fergus, ICCV 2015)
             of its training labels, so that cars and clutter (1-3 % of the pixels) are
             learnt within a few hundred CPU iterations.
+        seg_lovasz_weight: weight of a Lovasz-softmax term (Berman et al., CVPR 2018; a
+            surrogate of 1 - IoU, :func:`semimtl_geo.losses.lovasz_softmax_loss`) added to
+            the supervised cross-entropy, scaled by ``w_seg`` like it; 0 = the paper's loss.
 
     """
 
@@ -183,6 +186,7 @@ class LossConfig:
     berhu_ratio: float = 0.2
     height_fill: float = 0.0
     seg_class_weights: list[float] | None = None
+    seg_lovasz_weight: float = 0.0
 
 
 @dataclass
@@ -593,6 +597,11 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(
             "Config key 'loss.seg_class_weights' must be null or one positive number per "
             f"class, got {list(weights)}."
+        )
+    lovasz = cfg.loss.seg_lovasz_weight
+    if not (isinstance(lovasz, (int, float)) and math.isfinite(lovasz) and lovasz >= 0):
+        raise UserError(
+            f"Config key 'loss.seg_lovasz_weight' must be a number >= 0 (0 = off), got {lovasz!r}."
         )
     for key in ("mean", "std"):
         value = getattr(cfg.data, key)

@@ -33,6 +33,7 @@ from torch import nn
 from semimtl_geo.errors import UserError
 from semimtl_geo.losses import (
     berhu_loss,
+    lovasz_softmax_loss,
     one_hot_target,
     seg_to_discriminator_input,
     segmentation_loss,
@@ -61,6 +62,7 @@ class LossWeights(Protocol):
     berhu_ratio: float
     height_fill: float
     seg_class_weights: Sequence[float] | None
+    seg_lovasz_weight: float
 
 
 class PlannedConfig(Protocol):
@@ -280,6 +282,10 @@ class Method:
                     class_weights=loss_cfg.seg_class_weights,
                 )
                 terms.append(WeightedTerm(f"{task}/sup", loss_cfg.w_seg, value))
+                if loss_cfg.seg_lovasz_weight > 0:
+                    lovasz = lovasz_softmax_loss(outputs["seg"], batch[TASK_KEYS["seg"]])
+                    terms.append(WeightedTerm(
+                        f"{task}/lovasz", loss_cfg.w_seg * loss_cfg.seg_lovasz_weight, lovasz))
             else:
                 value = berhu_loss(
                     outputs["height"][:, 0],
