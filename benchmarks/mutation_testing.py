@@ -1,4 +1,4 @@
-"""Mutation testing of the core (mutmut): does the suite catch the method's own mistakes?
+r"""Mutation testing of the core (mutmut): does the suite catch the method's own mistakes?
 
 For each group of core modules the script copies the working tree into a scratch folder,
 configures mutmut there (the modules to mutate, a fast test selection for that group),

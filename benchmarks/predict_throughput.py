@@ -1,4 +1,4 @@
-"""End-to-end throughput and peak memory of ``predict``, side by side in one run.
+r"""End-to-end throughput and peak memory of ``predict``, side by side in one run.
 
 Measures, on a synthetic uint8 3-band GeoTIFF (tiled, EPSG:32633, 0.09 m), cases that
 run in turn (``--repeats`` rounds, cases interleaved, so the load of a shared machine

@@ -1,4 +1,4 @@
-"""Throughput and peak memory of one SemiMTL training iteration (Algorithm 1).
+r"""Throughput and peak memory of one SemiMTL training iteration (Algorithm 1).
 
 One iteration = a mini-batch from each of the two datasets (Potsdam-like with seg labels,
 Vaihingen-like with height labels), the G step (D frozen) and the D step (G frozen), at
