@@ -55,35 +55,32 @@ def lovasz_softmax_loss(
     sorted in decreasing order and dotted with the gradient of the Lovasz extension of
     the Jaccard loss. Not part of the paper's recipe (``loss.seg_lovasz_weight`` = 0);
     an option for short CPU trainings whose mIoU is held down by small classes.
-    Returns 0 (with a gradient path) when every pixel is ignored.
+
+    All classes are sorted at once, without a host synchronisation: ignored pixels get
+    error 0, so they sort behind every pixel that contributes and change no term. Returns
+    0 (with a gradient path) when every pixel is ignored.
     """
     num_classes = logits.shape[1]
     probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, num_classes)
     labels = target.long().reshape(-1)
-    valid = labels != ignore_index
-    if not valid.any():
-        return logits.sum() * 0.0
-    probs, labels = probs[valid], labels[valid]
-    losses = []
-    for c in range(num_classes):
-        fg = (labels == c).to(probs.dtype)
-        if not fg.any():
-            continue
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, order = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
-    return torch.stack(losses).mean()
+    valid = (labels != ignore_index).unsqueeze(1).to(probs.dtype)
+    fg = F.one_hot(torch.where(valid[:, 0] > 0, labels, 0), num_classes).to(probs.dtype) * valid
+    errors_sorted, order = ((fg - probs).abs() * valid).sort(dim=0, descending=True)
+    per_class = (errors_sorted * _lovasz_grad(fg.gather(0, order))).sum(dim=0)
+    present = (fg.sum(dim=0) > 0).to(probs.dtype)
+    return (per_class * present).sum() / present.sum().clamp(min=1.0)
 
 
 def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
-    """Gradient of the Lovasz extension of the Jaccard loss at sorted errors (Berman 2018)."""
-    total = fg_sorted.sum()
-    intersection = total - fg_sorted.cumsum(0)
-    union = total + (1.0 - fg_sorted).cumsum(0)
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted along dim 0.
+
+    Berman 2018, alg. 1, for every column (class) of ``fg_sorted`` at once.
+    """
+    total = fg_sorted.sum(dim=0)
+    intersection = total - fg_sorted.cumsum(dim=0)
+    union = total + (1.0 - fg_sorted).cumsum(dim=0)
     jaccard = 1.0 - intersection / union
-    if fg_sorted.numel() > 1:
-        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-    return jaccard
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
 @functools.lru_cache(maxsize=8)

@@ -64,6 +64,7 @@ def test_segmentation_loss_class_weights_hand_worked() -> None:
     other = [1.0, 50.0, 4.0]
     assert segmentation_loss(logits, target, class_weights=other).item() == pytest.approx(got)
 
+
 def _iou_loss_of_hard_prediction(pred: torch.Tensor, target: torch.Tensor, n: int) -> float:
     """Mean over the classes present in ``target``'s valid pixels of 1 - IoU."""
     valid = target != 255
