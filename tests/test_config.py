@@ -123,6 +123,19 @@ def test_list_indices_and_mappings_in_overrides():
     assert [d.name for d in two.data.datasets] == ["z"]
 
 
+def test_an_integer_for_a_float_key_is_taken_without_a_warning():
+    """`loss.w_seg=1` printed OmegaConf's FutureWarning about int-to-float conversion."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = _load("loss.w_seg=2", "loss.seg_lovasz_weight=1", "loss={w_height: 3}")
+    assert cfg.loss.w_seg == 2.0 and isinstance(cfg.loss.w_seg, float)
+    assert cfg.loss.seg_lovasz_weight == 1.0 and cfg.loss.w_height == 3.0
+    steps = _load("trainer.max_steps=7").trainer.max_steps  # an integer key stays one
+    assert steps == 7 and isinstance(steps, int)
+
+
 def test_omegaconf_conversions_are_the_documented_ones():
     """Module docstring: numeric strings for floats, numbers/words for bools, text for str."""
     cfg = _load("loss.lambda_inter=1e-3", "trainer.progress_bar=1", "trainer.grad_diagnostics=no")

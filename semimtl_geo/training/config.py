@@ -39,6 +39,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.nodes import FloatNode
 
 from semimtl_geo.atomic import atomic_write_text
 from semimtl_geo.errors import UserError
@@ -376,6 +377,9 @@ def _assign(node: DictConfig | ListConfig, data: dict[Any, Any], where: str = ""
             node.merge_with({key: [{} if isinstance(v, dict) else v for v in value]})
             _assign(node[key], {i: v for i, v in enumerate(value) if isinstance(v, dict)}, path)
         else:
+            if (isinstance(value, int) and not isinstance(value, bool) and not in_list
+                    and isinstance(node._get_node(key), FloatNode)):
+                value = float(value)  # `loss.w_seg=1`: OmegaConf warns on converting it
             node[key] = value
 
 
